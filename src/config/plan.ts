@@ -1,0 +1,137 @@
+/**
+ * The validated, immutable plan that everything downstream of config loading consumes.
+ * Pure data: no functions, no sockets, no classes — it can cross a process boundary as JSON.
+ */
+
+/** Where a TLS or plain listener binds. */
+export interface ListenerPlan {
+  readonly port: number;
+  /** Bind addresses, e.g. ["0.0.0.0", "::"]. */
+  readonly addresses: readonly string[];
+}
+
+/** A named upstream pool. The simple config's `upstream:` expands to one pool named "homeserver". */
+export interface UpstreamPlan {
+  readonly name: string;
+  /** The URL as configured, e.g. "http://localhost:8008". */
+  readonly url: string;
+  /**
+   * The origin actually dialled: scheme://address:port. "localhost" is resolved to 127.0.0.1 at load
+   * time so the edge never races IPv4/IPv6 on every connection.
+   */
+  readonly dial: string;
+  /** Path prefix of the configured URL without trailing slash ("" when the URL has no path). */
+  readonly basePath: string;
+  /** Time allowed for the upstream's response headers and between body chunks (long polls), ms. */
+  readonly timeoutMs: number;
+  /** Time allowed to open a connection to the upstream, ms. */
+  readonly connectTimeoutMs: number;
+  /** Keep-alive connections kept open to the upstream. */
+  readonly connections: number;
+}
+
+/** How a request path is matched. Paths are compared as raw bytes (no decoding). */
+export type RouteMatch =
+  | { readonly kind: 'exact'; readonly path: string }
+  | { readonly kind: 'prefix'; readonly prefix: string };
+
+export type WellKnownKind = 'server' | 'client' | 'support';
+
+export type RouteAction =
+  | {
+      readonly type: 'proxy';
+      readonly upstream: string;
+      /** Largest request body accepted, bytes. */
+      readonly maxBodyBytes: number;
+    }
+  | { readonly type: 'well-known'; readonly which: WellKnownKind }
+  | {
+      /** Answer locally with a Matrix JSON error. */
+      readonly type: 'status';
+      readonly status: number;
+      readonly errcode: string;
+      readonly error: string;
+    };
+
+/** One routing rule. The router walks the ordered list; the first match wins. */
+export interface RoutePlan {
+  /** Short label for logs and `check` output, e.g. "matrix", "block:/_synapse/admin/". */
+  readonly id: string;
+  /** Host names this rule applies to (lower case, no port); null = every served name. */
+  readonly hosts: readonly string[] | null;
+  readonly match: RouteMatch;
+  readonly action: RouteAction;
+}
+
+/** A pre-rendered well-known answer: the exact JSON bytes served, or null for 404. */
+export interface WellKnownPlan {
+  readonly server: string;
+  readonly client: string;
+  readonly support: string | null;
+  /** Cache-Control max-age, seconds. */
+  readonly maxAgeSeconds: number;
+}
+
+export interface FilesCertificate {
+  /** Absolute path of the PEM certificate chain (leaf first). */
+  readonly cert: string;
+  /** Absolute path of the PEM private key. */
+  readonly key: string;
+}
+
+export type TlsPlan =
+  | { readonly issuer: 'internal'; readonly leafLifetimeSeconds: number }
+  | { readonly issuer: 'files'; readonly files: readonly FilesCertificate[]; readonly reloadIntervalSeconds: number }
+  | { readonly issuer: 'acme' };
+
+export interface AcmePlan {
+  readonly email: string | null;
+  /** Directory URL (presets already expanded). */
+  readonly directory: string;
+  /** Absolute paths of extra PEM roots trusted for the ACME server's own HTTPS. */
+  readonly caRoots: readonly string[];
+}
+
+export interface Plan {
+  /** Absolute path of the config file this plan came from. */
+  readonly source: string;
+  /** The name in user IDs, as configured (may carry a port). */
+  readonly serverName: string;
+  /** Where clients and servers reach the homeserver (no port). */
+  readonly hostname: string;
+  /**
+   * Every name served and given a certificate (lower case, no port), hostname first.
+   * The first is the default certificate for clients that send no SNI.
+   */
+  readonly names: readonly string[];
+  readonly listen: {
+    readonly https: readonly ListenerPlan[];
+    readonly http: ListenerPlan | null;
+  };
+  readonly upstreams: readonly UpstreamPlan[];
+  readonly routes: readonly RoutePlan[];
+  readonly wellKnown: WellKnownPlan;
+  readonly tls: TlsPlan;
+  readonly acme: AcmePlan | null;
+  /** Absolute path of the storage root. */
+  readonly storage: string;
+  /** Peers whose X-Forwarded-For is kept (appended to): IPs or CIDRs. */
+  readonly trustedProxies: readonly string[];
+  /** Longest time in-flight requests get to finish on SIGTERM/SIGINT, ms. */
+  readonly drainTimeoutMs: number;
+  readonly log: { readonly level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' };
+}
+
+/** A problem found while loading a config. `line`/`column` are 1-based; absent when not tied to a place. */
+export interface ConfigIssue {
+  readonly file: string;
+  readonly line?: number;
+  readonly column?: number;
+  /** Dotted key path, e.g. "listen.https[1]". Empty for document-level problems. */
+  readonly key: string;
+  readonly message: string;
+}
+
+export type LoadResult =
+  | { readonly ok: true; readonly plan: Plan; readonly warnings: readonly ConfigIssue[] }
+  | { readonly ok: false; readonly errors: readonly ConfigIssue[]; readonly warnings: readonly ConfigIssue[] };

@@ -1,0 +1,30 @@
+/**
+ * The messages between the control plane (decides, owns durable state) and the data plane
+ * (owns sockets). Plain JSON-serialisable data so the same messages can go over cluster IPC.
+ */
+import type { Plan } from '../config/plan';
+
+/** A certificate chain and its key, ready to serve. */
+export interface CertificateMaterial {
+  /** DNS names (lower case) this certificate is served for; from the plan, not from the certificate. */
+  readonly names: readonly string[];
+  /** PEM chain, leaf first. */
+  readonly certPem: string;
+  /** PEM private key matching the leaf. */
+  readonly keyPem: string;
+  /** ISO 8601 expiry of the leaf, for logs. */
+  readonly notAfter: string;
+}
+
+export type ControlToData =
+  | { readonly type: 'plan'; readonly plan: Plan }
+  | { readonly type: 'certificate'; readonly material: CertificateMaterial }
+  | { readonly type: 'challenge-add'; readonly token: string; readonly keyAuthorization: string }
+  | { readonly type: 'challenge-remove'; readonly token: string };
+
+export type DataToControl =
+  | { readonly type: 'challenge-hit'; readonly token: string; readonly host: string }
+  | { readonly type: 'ready'; readonly worker: number };
+
+/** One direction of the channel: in-process it is a function call, across processes an IPC send. */
+export type Send<T> = (message: T) => void;
