@@ -1,6 +1,13 @@
 #!/usr/bin/env node
 'use strict';
 require('../dist/cli.js').main(process.argv.slice(2)).then(
-  (code) => { if (typeof code === 'number') process.exitCode = code; },
-  (err) => { process.stderr.write(`matrix-edge: ${err && err.stack ? err.stack : err}\n`); process.exit(1); },
+  (code) => {
+    process.exitCode = typeof code === 'number' ? code : 0;
+    // Everything is closed by now; should a handle linger, do not hang the exit on it.
+    setTimeout(() => process.exit(), 2000).unref();
+  },
+  (err) => {
+    process.stderr.write(`matrix-edge: ${err && err.stack ? err.stack : err}\n`);
+    process.exit(1);
+  },
 );

@@ -1,0 +1,149 @@
+/** The `matrix-edge` command line: start, check (more later: certs, renew). */
+import { describePlan, formatIssue } from './config/describe';
+import { loadConfigFile } from './config/load';
+import type { LoadResult } from './config/plan';
+import { startEdge } from './edge';
+import { createLogger } from './observe/log';
+
+const DEFAULT_CONFIG = 'config/matrix-edge.yaml';
+
+const USAGE = `Usage: matrix-edge <command> [--config FILE]
+
+Commands:
+  start   Run the edge: TLS listeners, forwarding to the homeserver, inline well-known.
+  check   Validate the config and print the effective plan (exit 0), or every error (exit 2).
+
+Options:
+  --config FILE   The YAML config (default: ${DEFAULT_CONFIG})
+  --help          This text; \`matrix-edge <command> --help\` for one command.
+`;
+
+const COMMAND_HELP: Record<string, string> = {
+  start: `Usage: matrix-edge start [--config FILE]
+
+Runs the edge with the config (default: ${DEFAULT_CONFIG}). The config is validated first:
+any error is printed with file, line and key, and nothing is bound (exit 2). A listener that
+cannot be bound or a certificate that cannot be had stops the start with one line (exit 1).
+SIGTERM or SIGINT stop accepting, let in-flight requests finish (proxy.drain_timeout), exit 0.
+`,
+  check: `Usage: matrix-edge check [--config FILE]
+
+Validates the config (default: ${DEFAULT_CONFIG}) without binding anything. Prints the
+effective plan (names, listeners, upstream, routes, well-known bodies, certificate names) and
+exits 0, or prints every error as FILE:LINE:COLUMN KEY: MESSAGE and exits 2.
+`,
+};
+
+interface Args {
+  readonly command: string | undefined;
+  readonly config: string;
+  readonly help: boolean;
+  readonly problem?: string;
+}
+
+export function parseArgs(argv: readonly string[]): Args {
+  let command: string | undefined;
+  let config = DEFAULT_CONFIG;
+  let help = false;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--help' || arg === '-h') help = true;
+    else if (arg === '--config' || arg === '-c') {
+      const value = argv[++i];
+      if (value === undefined) return { command, config, help, problem: `${arg} needs a file name` };
+      config = value;
+    } else if (arg.startsWith('--config=')) config = arg.slice('--config='.length);
+    else if (arg.startsWith('-')) return { command, config, help, problem: `unknown option ${arg}` };
+    else if (command === undefined) command = arg;
+    else return { command, config, help, problem: `unexpected argument ${arg}` };
+  }
+  return { command, config, help };
+}
+
+function reportConfig(result: LoadResult): void {
+  for (const w of result.warnings) process.stderr.write(`warning: ${formatIssue(w)}\n`);
+  if (!result.ok) {
+    for (const e of result.errors) process.stderr.write(`error: ${formatIssue(e)}\n`);
+    const n = result.errors.length;
+    process.stderr.write(`matrix-edge: the config has ${n} error${n === 1 ? '' : 's'}; nothing was started\n`);
+  }
+}
+
+export async function main(argv: readonly string[]): Promise<number | undefined> {
+  const args = parseArgs(argv);
+  if (args.problem !== undefined) {
+    process.stderr.write(`matrix-edge: ${args.problem}\n\n${USAGE}`);
+    return 2;
+  }
+  if (args.command === undefined || args.command === 'help') {
+    (args.help || args.command === 'help' ? process.stdout : process.stderr).write(USAGE);
+    return args.help || args.command === 'help' ? 0 : 2;
+  }
+  const help = COMMAND_HELP[args.command];
+  if (help === undefined) {
+    process.stderr.write(`matrix-edge: unknown command '${args.command}'\n\n${USAGE}`);
+    return 2;
+  }
+  if (args.help) {
+    process.stdout.write(help);
+    return 0;
+  }
+  const result = loadConfigFile(args.config);
+  if (args.command === 'check') {
+    if (!result.ok) {
+      reportConfig(result);
+      return 2;
+    }
+    for (const w of result.warnings) process.stderr.write(`warning: ${formatIssue(w)}\n`);
+    process.stdout.write(describePlan(result.plan, result.warnings));
+    return 0;
+  }
+  return start(result);
+}
+
+async function start(result: LoadResult): Promise<number> {
+  if (!result.ok) {
+    reportConfig(result);
+    return 2;
+  }
+  const plan = result.plan;
+  const log = createLogger(plan.log.level);
+  for (const w of result.warnings) log.warn({ key: w.key, line: w.line }, formatIssue(w));
+  let edge;
+  try {
+    edge = await startEdge(plan, log);
+  } catch (err) {
+    log.flush();
+    process.stderr.write(`matrix-edge: cannot start: ${(err as Error).message}\n`);
+    return 1;
+  }
+  for (const note of edge.notes) log.info(note);
+  log.info({ listeners: edge.listeners, names: plan.names, upstream: plan.upstreams[0]?.url }, 'matrix-edge is serving');
+  const running = edge;
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        log.warn({ signal }, 'second signal: exiting at once');
+        log.flush();
+        process.exit(1);
+      }
+      stopping = true;
+      log.info({ signal, drain_ms: plan.drainTimeoutMs }, 'stopping: no new connections, draining in-flight requests');
+      running.stop().then(
+        () => {
+          log.info('stopped');
+          log.flush();
+          resolve(0);
+        },
+        (err: unknown) => {
+          log.error({ err }, 'error while stopping');
+          log.flush();
+          resolve(1);
+        },
+      );
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+}

@@ -1,0 +1,275 @@
+/**
+ * The data plane: owns the sockets. HTTPS listeners (HTTP/2 and HTTP/1.1 by ALPN, TLS 1.2+,
+ * certificate by SNI), the plain-HTTP listener, routing, forwarding, inline well-known and ACME
+ * challenge answers. It keeps no durable state: everything it serves arrives as plane messages.
+ */
+import * as http from 'node:http';
+import * as http2 from 'node:http2';
+import { isIPv6, type Socket } from 'node:net';
+import type { BlockList } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Plan } from '../config/plan';
+import type { Logger } from '../observe/log';
+import type { ControlToData } from '../plane/messages';
+import { Exchange, type Req, type Res } from './exchange';
+import { sendMatrixError } from './handlers/errors';
+import { PlainHttpHandler } from './handlers/plain-http';
+import { buildTrustList, forward, peerAddress, UpstreamPool } from './handlers/proxy';
+import { WellKnownHandler } from './handlers/wellknown';
+import { buildRouteTable, decide, type RouteTable } from './router';
+import { CertificateTable, TLS_BASE } from './tls';
+
+export interface BoundListener {
+  readonly kind: 'https' | 'http';
+  readonly address: string;
+  readonly port: number;
+}
+
+/** Everything derived from one plan that the request path reads. Swapped whole, never mutated. */
+interface Serving {
+  readonly plan: Plan;
+  readonly table: RouteTable;
+  readonly wellKnown: WellKnownHandler;
+  readonly upstreams: ReadonlyMap<string, UpstreamPool>;
+  readonly trusted: BlockList | null;
+  readonly plain: PlainHttpHandler;
+}
+
+type Server = http2.Http2SecureServer | http.Server;
+
+const HTTP1_LIMITS = {
+  /** Headers must arrive within this. */
+  headersTimeout: 60_000,
+  /** No whole-request deadline: large uploads and long polls are bounded by inactivity instead. */
+  requestTimeout: 0,
+  keepAliveTimeout: 75_000,
+};
+
+export class DataPlane {
+  private serving: Serving | null = null;
+  private certificates: CertificateTable | null = null;
+  private readonly challenges = new Map<string, string>();
+  private readonly servers: Server[] = [];
+  private readonly sockets = new Set<Socket>();
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
+  private readonly access: Logger;
+  private closing = false;
+
+  constructor(private readonly log: Logger) {
+    this.access = log.child({ component: 'access' });
+  }
+
+  /** Apply one message from the control plane. */
+  receive(message: ControlToData): void {
+    switch (message.type) {
+      case 'plan':
+        this.applyPlan(message.plan);
+        return;
+      case 'certificate':
+        this.certificateTable().install(message.material);
+        this.log.info({ component: 'tls', names: message.material.names, notAfter: message.material.notAfter }, 'certificate installed');
+        return;
+      case 'challenge-add':
+        this.challenges.set(message.token, message.keyAuthorization);
+        return;
+      case 'challenge-remove':
+        this.challenges.delete(message.token);
+        return;
+    }
+  }
+
+  private certificateTable(): CertificateTable {
+    if (this.certificates === null) throw new Error('data plane: certificate received before a plan');
+    return this.certificates;
+  }
+
+  private applyPlan(plan: Plan): void {
+    if (this.serving !== null) throw new Error('data plane: live plan replacement is not supported yet');
+    const upstreams = new Map<string, UpstreamPool>();
+    for (const u of plan.upstreams) upstreams.set(u.name, new UpstreamPool(u));
+    const table = buildRouteTable(plan.names, plan.routes);
+    const httpsPorts = plan.listen.https.map((l) => l.port);
+    const redirectPort = httpsPorts.includes(443) ? 443 : httpsPorts[0]!;
+    this.serving = {
+      plan,
+      table,
+      wellKnown: new WellKnownHandler(plan.wellKnown),
+      upstreams,
+      trusted: buildTrustList(plan.trustedProxies),
+      plain: new PlainHttpHandler(table.names, redirectPort, this.challenges),
+    };
+    this.certificates = new CertificateTable(plan.names[0]!);
+  }
+
+  /** Bind every listener of the plan. Rejects (closing what was bound) when one cannot be bound. */
+  async listen(): Promise<BoundListener[]> {
+    const serving = this.serving;
+    if (serving === null) throw new Error('data plane: listen() before a plan');
+    const bound: BoundListener[] = [];
+    try {
+      for (const l of serving.plan.listen.https) {
+        for (const address of l.addresses) bound.push(await this.bind(this.createHttps(), 'https', address, l.port));
+      }
+      const plain = serving.plan.listen.http;
+      if (plain !== null) {
+        for (const address of plain.addresses) bound.push(await this.bind(this.createHttp(), 'http', address, plain.port));
+      }
+    } catch (err) {
+      await this.close(0);
+      throw err;
+    }
+    return bound;
+  }
+
+  private bind(server: Server, kind: 'https' | 'http', address: string, port: number): Promise<BoundListener> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => {
+        const where = isIPv6(address) ? `[${address}]:${port}` : `${address}:${port}`;
+        const why =
+          err.code === 'EADDRINUSE'
+            ? 'the address is already in use (is another server running there?)'
+            : err.code === 'EACCES'
+              ? 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)'
+              : err.code === 'EADDRNOTAVAIL' || err.code === 'EAFNOSUPPORT'
+                ? 'this machine has no such address (remove it from listen.address)'
+                : err.message;
+        reject(new Error(`cannot listen for ${kind} on ${where}: ${why}`));
+      };
+      server.once('error', onError);
+      server.listen({ host: address, port, ipv6Only: isIPv6(address) }, () => {
+        server.off('error', onError);
+        server.on('error', (err) => this.log.error({ err, kind, address, port }, 'listener error'));
+        this.servers.push(server);
+        const actual = server.address();
+        resolve({ kind, address, port: typeof actual === 'object' && actual !== null ? actual.port : port });
+      });
+    });
+  }
+
+  private createHttps(): http2.Http2SecureServer {
+    const certificates = this.certificateTable();
+    const initial = certificates.defaultMaterial();
+    const server = http2.createSecureServer({
+      ...TLS_BASE,
+      allowHTTP1: true,
+      SNICallback: certificates.sniCallback,
+      ...(initial === undefined ? {} : { cert: initial.certPem, key: initial.keyPem }),
+      settings: { maxConcurrentStreams: 256 },
+    });
+    Object.assign(server, HTTP1_LIMITS);
+    const stopWatching = certificates.onDefaultChange((m) => server.setSecureContext({ ...TLS_BASE, cert: m.certPem, key: m.keyPem }));
+    server.once('close', stopWatching);
+    server.on('secureConnection', (socket: Socket) => this.track(socket));
+    server.on('session', (session: http2.ServerHttp2Session) => {
+      this.sessions.add(session);
+      session.once('close', () => this.sessions.delete(session));
+      if (this.closing) session.close();
+    });
+    server.on('request', (req: Req, res: Res) => this.onRequest(req, res, false));
+    server.on('checkContinue', (req: Req, res: Res) => this.onRequest(req, res, true));
+    server.on('connect', refuseConnect);
+    return server;
+  }
+
+  private createHttp(): http.Server {
+    const server = http.createServer({ ...HTTP1_LIMITS }, (req, res) => {
+      const serving = this.serving!;
+      const ex = new Exchange(performance.now());
+      res.once('close', () => this.logAccess(req, res, ex, 'http'));
+      serving.plain.handle(req, res, ex);
+    });
+    server.on('connection', (socket: Socket) => this.track(socket));
+    server.on('connect', refuseConnect);
+    return server;
+  }
+
+  private track(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+  }
+
+  private onRequest(req: Req, res: Res, expectContinue: boolean): void {
+    const serving = this.serving!;
+    const ex = new Exchange(performance.now());
+    res.once('close', () => this.logAccess(req, res, ex, 'https'));
+    const authority = req.headers.host ?? (req.headers[':authority'] as string | undefined);
+    const decision = decide(serving.table, req.method ?? '', req.url ?? '', authority);
+    if (decision.kind === 'reject') {
+      ex.route = 'reject';
+      sendMatrixError(req, res, ex, decision.status, decision.errcode, decision.error);
+      return;
+    }
+    const route = decision.route;
+    ex.route = route.id;
+    const action = route.action;
+    switch (action.type) {
+      case 'proxy':
+        forward(req, res, ex, serving.upstreams.get(action.upstream)!, action.maxBodyBytes, serving, expectContinue);
+        return;
+      case 'well-known':
+        serving.wellKnown.handle(req, res, ex, action.which);
+        return;
+      case 'status':
+        sendMatrixError(req, res, ex, action.status, action.errcode, action.error);
+        return;
+    }
+  }
+
+  private logAccess(req: Req, res: Res, ex: Exchange, scheme: 'https' | 'http'): void {
+    const status = res.writableFinished ? res.statusCode : 499;
+    const entry = {
+      method: req.method,
+      host: req.headers.host ?? req.headers[':authority'],
+      path: req.url !== undefined && req.url.length > 2048 ? `${req.url.slice(0, 2048)}…` : req.url,
+      status,
+      bytes: ex.bytes,
+      ms: Math.round((performance.now() - ex.start) * 10) / 10,
+      upstream_ms: ex.upstreamMs < 0 ? undefined : Math.round(ex.upstreamMs * 10) / 10,
+      route: ex.route,
+      proto: `${scheme}/${req.httpVersion}`,
+      peer: peerAddress(req),
+      error: ex.failure,
+    };
+    if (status >= 500 || ex.failure !== undefined) this.access.warn(entry, 'request');
+    else this.access.info(entry, 'request');
+  }
+
+  /**
+   * Stop accepting, let in-flight requests finish for up to `drainMs`, then cut what is left.
+   * Upstream pools are closed last.
+   */
+  async close(drainMs: number): Promise<void> {
+    this.closing = true;
+    const closed = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    for (const session of this.sessions) session.close();
+    const idleSweep = setInterval(() => {
+      for (const s of this.servers) if ('closeIdleConnections' in s) s.closeIdleConnections();
+    }, 50);
+    for (const s of this.servers) if ('closeIdleConnections' in s) s.closeIdleConnections();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), drainMs);
+    });
+    const outcome = await Promise.race([Promise.all(closed).then(() => 'drained' as const), deadline]);
+    clearInterval(idleSweep);
+    clearTimeout(timer);
+    if (outcome === 'timeout') {
+      this.log.warn({ open: this.sockets.size }, 'drain time is up: closing the connections still open');
+      for (const session of this.sessions) session.destroy();
+      for (const socket of this.sockets) socket.destroy();
+      await Promise.all(closed);
+    }
+    this.servers.length = 0;
+    const pools = this.serving === null ? [] : [...this.serving.upstreams.values()];
+    await Promise.all(pools.map((p) => p.destroy()));
+  }
+}
+
+const CONNECT_REFUSAL = (() => {
+  const body = JSON.stringify({ errcode: 'M_UNRECOGNIZED', error: 'CONNECT is not supported: this is not a forward proxy' });
+  return `HTTP/1.1 405 Method Not Allowed\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+})();
+
+function refuseConnect(_req: http.IncomingMessage, socket: Duplex): void {
+  socket.end(CONNECT_REFUSAL);
+}

@@ -1,0 +1,31 @@
+/** The request/response types the handlers accept (HTTP/1.1 and HTTP/2 compatibility API alike). */
+import type * as http from 'node:http';
+import type * as http2 from 'node:http2';
+
+export type Req = http.IncomingMessage | http2.Http2ServerRequest;
+
+/** What the handlers use of a response; both http.ServerResponse and Http2ServerResponse fit. */
+export interface Res {
+  statusCode: number;
+  readonly headersSent: boolean;
+  readonly writableFinished: boolean;
+  readonly destroyed: boolean;
+  writeHead(statusCode: number, headers?: http.OutgoingHttpHeaders): unknown;
+  writeContinue(): void;
+  write(chunk: Buffer | string): boolean;
+  end(chunk?: Buffer | string): unknown;
+  destroy(error?: Error): unknown;
+  once(event: 'close' | 'drain', listener: () => void): unknown;
+}
+
+/** Per-request facts gathered for the access log. */
+export class Exchange {
+  route = '-';
+  /** Milliseconds from the start of the request to the upstream's response headers; -1 when not proxied. */
+  upstreamMs = -1;
+  /** Response body bytes sent. */
+  bytes = 0;
+  /** Why the request failed, when it did (upstream error code, client abort). */
+  failure: string | undefined = undefined;
+  constructor(readonly start: number) {}
+}

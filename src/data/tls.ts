@@ -1,0 +1,59 @@
+/**
+ * Certificate selection for the HTTPS listeners: one SecureContext per served name, chosen by
+ * SNI; the first name's certificate is the default for clients that send no SNI (and for SNI
+ * names the edge does not serve — it never mints a certificate for them, and the router refuses
+ * their requests). Replacing a certificate affects new handshakes only: open connections keep
+ * the context they negotiated, so nothing is dropped.
+ */
+import * as tls from 'node:tls';
+import type { CertificateMaterial } from '../plane/messages';
+
+/** TLS settings common to every context: TLS 1.2 and 1.3 only. */
+export const TLS_BASE: tls.SecureContextOptions = Object.freeze({
+  minVersion: 'TLSv1.2',
+  honorCipherOrder: true,
+});
+
+export class CertificateTable {
+  private readonly contexts = new Map<string, tls.SecureContext>();
+  private readonly materials = new Map<string, CertificateMaterial>();
+  private readonly defaultListeners = new Set<(material: CertificateMaterial) => void>();
+
+  /** @param defaultName the name whose certificate answers no-SNI clients (the hostname) */
+  constructor(private readonly defaultName: string) {}
+
+  /** Install (or replace) a certificate for the names it carries. Throws on an unusable key/chain. */
+  install(material: CertificateMaterial): void {
+    const context = tls.createSecureContext({ ...TLS_BASE, cert: material.certPem, key: material.keyPem });
+    for (const name of material.names) {
+      const key = name.toLowerCase();
+      this.contexts.set(key, context);
+      this.materials.set(key, material);
+    }
+    if (material.names.some((n) => n.toLowerCase() === this.defaultName)) {
+      for (const listener of this.defaultListeners) listener(material);
+    }
+  }
+
+  has(name: string): boolean {
+    return this.contexts.has(name.toLowerCase());
+  }
+
+  /** The material served for no-SNI clients, if installed yet. */
+  defaultMaterial(): CertificateMaterial | undefined {
+    return this.materials.get(this.defaultName);
+  }
+
+  /** Called whenever the default certificate changes (listeners update their own default context). */
+  onDefaultChange(listener: (material: CertificateMaterial) => void): () => void {
+    this.defaultListeners.add(listener);
+    return () => this.defaultListeners.delete(listener);
+  }
+
+  /** The SNICallback for tls/http2 servers. */
+  readonly sniCallback = (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void): void => {
+    const ctx = this.contexts.get(servername.toLowerCase()) ?? this.contexts.get(this.defaultName);
+    if (ctx === undefined) cb(new Error(`no certificate installed yet for ${servername}`));
+    else cb(null, ctx);
+  };
+}
