@@ -14,7 +14,7 @@ import type { ControlToData } from '../plane/messages';
 import { Exchange, type Req, type Res } from './exchange';
 import { sendMatrixError } from './handlers/errors';
 import { PlainHttpHandler } from './handlers/plain-http';
-import { buildTrustList, forward, peerAddress, UpstreamPool } from './handlers/proxy';
+import { buildTrustList, forward, UpstreamPool } from './handlers/proxy';
 import { WellKnownHandler } from './handlers/wellknown';
 import { buildRouteTable, decide, type RouteTable } from './router';
 import { CertificateTable, TLS_BASE } from './tls';
@@ -174,7 +174,7 @@ export class DataPlane {
   private createHttp(): http.Server {
     const server = http.createServer({ ...HTTP1_LIMITS }, (req, res) => {
       const serving = this.serving!;
-      const ex = new Exchange(performance.now());
+      const ex = new Exchange(performance.now(), req);
       res.once('close', () => this.logAccess(req, res, ex, 'http'));
       serving.plain.handle(req, res, ex);
     });
@@ -190,7 +190,7 @@ export class DataPlane {
 
   private onRequest(req: Req, res: Res, expectContinue: boolean): void {
     const serving = this.serving!;
-    const ex = new Exchange(performance.now());
+    const ex = new Exchange(performance.now(), req);
     res.once('close', () => this.logAccess(req, res, ex, 'https'));
     const authority = req.headers.host ?? (req.headers[':authority'] as string | undefined);
     const decision = decide(serving.table, req.method ?? '', req.url ?? '', authority);
@@ -227,7 +227,7 @@ export class DataPlane {
       upstream_ms: ex.upstreamMs < 0 ? undefined : Math.round(ex.upstreamMs * 10) / 10,
       route: ex.route,
       proto: `${scheme}/${req.httpVersion}`,
-      peer: peerAddress(req),
+      peer: ex.peer,
       error: ex.failure,
     };
     if (status >= 500 || ex.failure !== undefined) this.access.warn(entry, 'request');

@@ -27,5 +27,13 @@ export class Exchange {
   bytes = 0;
   /** Why the request failed, when it did (upstream error code, client abort). */
   failure: string | undefined = undefined;
-  constructor(readonly start: number) {}
+  /** The client's address (IPv4-mapped IPv6 shown as IPv4), read while the socket is there. */
+  readonly peer: string;
+  constructor(
+    readonly start: number,
+    req: Req,
+  ) {
+    const a = req.socket?.remoteAddress ?? '';
+    this.peer = a.startsWith('::ffff:') && a.indexOf('.') !== -1 ? a.slice(7) : a;
+  }
 }

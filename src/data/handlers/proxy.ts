@@ -57,11 +57,6 @@ class LimitStream extends Transform {
   }
 }
 
-export function peerAddress(req: Req): string {
-  const a = req.socket.remoteAddress ?? '';
-  return a.startsWith('::ffff:') && a.indexOf('.') !== -1 ? a.slice(7) : a;
-}
-
 export function buildTrustList(entries: readonly string[]): BlockList | null {
   if (entries.length === 0) return null;
   const list = new BlockList();
@@ -243,7 +238,7 @@ export function forward(
     ? !(req as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders
     : length > 0 || reqHeaders['transfer-encoding'] !== undefined;
 
-  const peer = peerAddress(req);
+  const peer = ex.peer;
   const trusted = opts.trusted !== null && peer !== '' && opts.trusted.check(peer, isIPv6(peer) ? 'ipv6' : 'ipv4');
   const drop = connectionTokens(reqHeaders['connection']);
 

@@ -1,0 +1,93 @@
+/**
+ * A homeserver stand-in on loopback that records exactly what reached it: request-target
+ * bytes, raw headers, HTTP version and a digest of the body. Tests can replace its behaviour.
+ */
+import { createHash } from 'node:crypto';
+import * as http from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+
+export interface Recorded {
+  readonly method: string;
+  /** The request-target exactly as the upstream's parser saw it. */
+  readonly target: string;
+  readonly httpVersion: string;
+  readonly rawHeaders: readonly string[];
+  readonly headers: http.IncomingHttpHeaders;
+  readonly bodyLength: number;
+  readonly bodySha256: string;
+}
+
+export type Behaviour = (req: http.IncomingMessage, res: http.ServerResponse, record: () => Promise<Recorded>) => void;
+
+/** Default: read the body, answer 200 JSON describing what arrived. */
+export const echo: Behaviour = (_req, res, record) => {
+  void record().then((r) => {
+    const body = JSON.stringify(r);
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  });
+};
+
+export interface Upstream {
+  readonly url: string;
+  readonly port: number;
+  readonly requests: Recorded[];
+  behaviour: Behaviour;
+  /** Resolves with the next request's record once its body has been read. */
+  next(): Promise<Recorded>;
+  close(): Promise<void>;
+}
+
+export async function startUpstream(host = '127.0.0.1'): Promise<Upstream> {
+  const requests: Recorded[] = [];
+  const waiters: Array<(r: Recorded) => void> = [];
+  const sockets = new Set<Socket>();
+  const upstream: Upstream = {
+    url: '',
+    port: 0,
+    requests,
+    behaviour: echo,
+    next: () => new Promise((resolve) => waiters.push(resolve)),
+    close: () =>
+      new Promise((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+  const server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 60_000 }, (req, res) => {
+    let recorded: Promise<Recorded> | null = null;
+    const record = (): Promise<Recorded> =>
+      (recorded ??= new Promise((resolve, reject) => {
+        const hash = createHash('sha256');
+        let length = 0;
+        req.on('data', (chunk: Buffer) => {
+          hash.update(chunk);
+          length += chunk.length;
+        });
+        req.on('error', reject);
+        req.on('end', () => {
+          const r: Recorded = {
+            method: req.method!,
+            target: req.url!,
+            httpVersion: req.httpVersion,
+            rawHeaders: req.rawHeaders,
+            headers: req.headers,
+            bodyLength: length,
+            bodySha256: hash.digest('hex'),
+          };
+          requests.push(r);
+          waiters.shift()?.(r);
+          resolve(r);
+        });
+      }));
+    upstream.behaviour(req, res, record);
+  });
+  server.on('connection', (s: Socket) => {
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
+  const port = (server.address() as AddressInfo).port;
+  Object.assign(upstream, { port, url: `http://${host.includes(':') ? `[${host}]` : host}:${port}` });
+  return upstream;
+}
