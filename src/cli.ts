@@ -94,7 +94,6 @@ export async function main(argv: readonly string[]): Promise<number | undefined>
       reportConfig(result);
       return 2;
     }
-    for (const w of result.warnings) process.stderr.write(`warning: ${formatIssue(w)}\n`);
     process.stdout.write(describePlan(result.plan, result.warnings));
     return 0;
   }

@@ -20,8 +20,6 @@ export interface UpstreamPlan {
    * time so the edge never races IPv4/IPv6 on every connection.
    */
   readonly dial: string;
-  /** Path prefix of the configured URL without trailing slash ("" when the URL has no path). */
-  readonly basePath: string;
   /** Time allowed for the upstream's response headers and between body chunks (long polls), ms. */
   readonly timeoutMs: number;
   /** Time allowed to open a connection to the upstream, ms. */

@@ -1,0 +1,136 @@
+/** Human-readable config issues and the effective plan shown by `matrix-edge check`. */
+import type { ConfigIssue, Plan, RouteAction, RouteMatch } from './plan';
+import { formatDuration, formatSize } from './units';
+
+/** `FILE:LINE:COL KEY: MESSAGE`, leaving out the parts that are absent (e.g. `FILE: MESSAGE`). */
+export function formatIssue(issue: ConfigIssue): string {
+  let place = issue.file;
+  if (issue.line !== undefined) {
+    place += `:${issue.line}`;
+    if (issue.column !== undefined) place += `:${issue.column}`;
+  }
+  const head = [place, issue.key].filter((part) => part !== '').join(' ');
+  return head === '' ? issue.message : `${head}: ${issue.message}`;
+}
+
+/** Left-aligned columns separated by two spaces; the last column is not padded. */
+function table(rows: readonly (readonly string[])[], indent = '  '): string[] {
+  const widths: number[] = [];
+  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  return rows.map((row) => indent + row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd());
+}
+
+function describeMatch(match: RouteMatch): string {
+  return match.kind === 'exact' ? `exact ${match.path}` : `prefix ${match.prefix}`;
+}
+
+function describeAction(action: RouteAction): string {
+  switch (action.type) {
+    case 'proxy':
+      return `proxy to ${action.upstream} (max body ${formatSize(action.maxBodyBytes)})`;
+    case 'well-known':
+      return `well-known ${action.which}`;
+    case 'status':
+      return `${action.status} ${action.errcode} "${action.error}"`;
+  }
+}
+
+function describeIssuer(plan: Plan): string[] {
+  const tls = plan.tls;
+  switch (tls.issuer) {
+    case 'internal':
+      return [`internal (local CA for development; leaf certificates live ${formatDuration(tls.leafLifetimeSeconds * 1000)})`];
+    case 'files':
+      return [
+        `files (checked for changes every ${formatDuration(tls.reloadIntervalSeconds * 1000)})`,
+        ...tls.files.map((f) => `  cert ${f.cert}  key ${f.key}`),
+      ];
+    case 'acme': {
+      const acme = plan.acme;
+      if (acme === null) return ['acme'];
+      return [
+        `acme ${acme.directory}`,
+        `  account email ${acme.email ?? '(none)'}`,
+        ...(acme.caRoots.length > 0 ? [`  trusting the CA's HTTPS with ${acme.caRoots.join(', ')}`] : []),
+      ];
+    }
+  }
+}
+
+/** The effective plan, as `matrix-edge check` prints it. */
+export function describePlan(plan: Plan, warnings: readonly ConfigIssue[]): string {
+  const out: string[] = [];
+  out.push(`Config ${plan.source}`);
+  out.push('');
+  const issuer = describeIssuer(plan);
+  out.push(...table([
+    ['Server name', plan.serverName],
+    ['Hostname', plan.hostname],
+    ['Served names', `${plan.names.join(', ')} (each gets a certificate)`],
+    ['Issuer', issuer[0]!],
+    ...issuer.slice(1).map((line) => ['', line]),
+  ], ''));
+  out.push('');
+
+  out.push('Listeners');
+  out.push(...table([
+    ...plan.listen.https.map((l) => ['https', String(l.port), l.addresses.join(', ')]),
+    plan.listen.http === null
+      ? ['http', '-', 'disabled (no HTTP-01 challenges, no redirect)']
+      : ['http', String(plan.listen.http.port), `${plan.listen.http.addresses.join(', ')}  (${plan.tls.issuer === 'acme' ? 'ACME HTTP-01 challenges, ' : ''}redirect to https)`],
+  ]));
+  out.push('');
+
+  out.push('Upstreams');
+  out.push(...table([
+    ['NAME', 'URL', 'DIAL', 'TIMEOUT', 'CONNECT', 'CONNECTIONS'],
+    ...plan.upstreams.map((u) => [
+      u.name,
+      u.url,
+      u.dial,
+      formatDuration(u.timeoutMs),
+      formatDuration(u.connectTimeoutMs),
+      String(u.connections),
+    ]),
+  ]));
+  out.push('');
+
+  out.push('Routes (first match wins)');
+  out.push(...table([
+    ['#', 'ID', 'HOSTS', 'MATCH', 'ACTION'],
+    ...plan.routes.map((r, i) => [
+      String(i + 1),
+      r.id,
+      r.hosts === null ? '*' : r.hosts.join(','),
+      describeMatch(r.match),
+      describeAction(r.action),
+    ]),
+  ]));
+  out.push('');
+
+  out.push(`Well-known bodies (Cache-Control: max-age=${plan.wellKnown.maxAgeSeconds})`);
+  out.push(...table([
+    ['/.well-known/matrix/server', plan.wellKnown.server],
+    ['/.well-known/matrix/client', plan.wellKnown.client],
+    ['/.well-known/matrix/support', plan.wellKnown.support ?? '404 (not configured)'],
+  ]));
+  out.push('');
+
+  out.push(...table([
+    [
+      'Trusted proxies',
+      plan.trustedProxies.length > 0 ? plan.trustedProxies.join(', ') : 'none (X-Forwarded-For from clients is replaced)',
+    ],
+    ['Storage', plan.storage],
+    ['Drain timeout', formatDuration(plan.drainTimeoutMs)],
+    ['Log level', plan.log.level],
+  ], ''));
+
+  out.push('');
+  if (warnings.length === 0) out.push('No warnings.');
+  else {
+    out.push(`${warnings.length} warning${warnings.length === 1 ? '' : 's'}:`);
+    out.push(...warnings.map((w) => `  ${formatIssue(w)}`));
+  }
+  return `${out.join('\n')}\n`;
+}

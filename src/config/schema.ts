@@ -1,0 +1,733 @@
+/**
+ * The schema of the raw YAML document (after `toJS()`), as zod schemas with typed output.
+ *
+ * Structure (maps, unknown keys) is zod's; every leaf value is checked by a small hand-written
+ * function so each error is a sentence that says what is allowed. Leaves parse as they check
+ * (sizes to bytes, durations to ms, server names to parts); a key that is absent comes out as
+ * `undefined` and `expand.ts` applies the defaults in `DEFAULTS`.
+ */
+import { isIP } from 'node:net';
+import { z } from 'zod';
+import { parseHostname, parseServerName, isMatrixUserId, type ParsedHost, type ParsedServerName } from './servername';
+import { formatDuration, parseDuration, parseSize, show, type Parsed } from './units';
+
+export type PathSeg = string | number;
+
+/** A problem tied to a place in the document by its key path; load.ts turns it into a ConfigIssue. */
+export interface PathIssue {
+  readonly path: readonly PathSeg[];
+  readonly message: string;
+  /** Point at the key of the last path segment rather than at its value (unknown keys). */
+  readonly at?: 'key';
+}
+
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+export type JsonObject = { [key: string]: JsonValue };
+
+export type Issuer = 'acme' | 'internal' | 'files';
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+
+export const ISSUERS: readonly Issuer[] = ['acme', 'internal', 'files'];
+export const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
+
+/** ACME directory presets accepted by `acme.ca`. */
+export const ACME_PRESETS: Readonly<Record<string, string>> = {
+  letsencrypt: 'https://acme-v02.api.letsencrypt.org/directory',
+  'letsencrypt-staging': 'https://acme-staging-v02.api.letsencrypt.org/directory',
+  zerossl: 'https://acme.zerossl.com/v2/DV90',
+  google: 'https://dv.acme-v02.api.pki.goog/directory',
+  buypass: 'https://api.buypass.com/acme/directory',
+};
+
+/** Defaults for every optional key (durations in ms, sizes in bytes). */
+export const DEFAULTS = {
+  https: [443, 8448] as readonly number[],
+  http: 80 as number | null,
+  addresses: ['0.0.0.0', '::'] as readonly string[],
+  upstream: 'http://localhost:8008',
+  maxAgeMs: 3_600_000,
+  issuer: 'acme' as Issuer,
+  reloadIntervalMs: 60_000,
+  internalLifetimeMs: 7 * 86_400_000,
+  acmeCa: 'letsencrypt',
+  storage: './certs',
+  maxBodyBytes: 50 * 1024 * 1024,
+  upstreamTimeoutMs: 330_000,
+  connectTimeoutMs: 10_000,
+  connections: 256,
+  drainTimeoutMs: 10_000,
+  logLevel: 'info' as LogLevel,
+};
+
+const DAY = 86_400_000;
+/** Longest delay a Node timer can hold is 2^31-1 ms (≈24.8 days). */
+const TIMER_MAX = 24 * DAY;
+
+// ---------------------------------------------------------------------------------------------
+// Leaves: a check function wrapped into a zod schema
+
+type Report = (message: string, path?: readonly PathSeg[]) => void;
+
+const INVALID: unique symbol = Symbol('invalid');
+type Invalid = typeof INVALID;
+
+function leaf<T>(check: (value: unknown, report: Report) => T | Invalid) {
+  return z.unknown().transform((value, ctx): T => {
+    let reported = false;
+    const out = check(value, (message, path = []) => {
+      reported = true;
+      ctx.addIssue({ code: 'custom', message, path: [...path] });
+    });
+    if (out === INVALID || reported) {
+      if (!reported) ctx.addIssue({ code: 'custom', message: `invalid value ${show(value)}` });
+      return z.NEVER;
+    }
+    return out;
+  });
+}
+
+/** A leaf for an optional key: absent stays undefined (expand.ts applies the default). */
+function optional<T>(check: (value: unknown, report: Report) => T | Invalid) {
+  return leaf(check).optional();
+}
+
+function take<T>(parsed: Parsed<T>, report: Report, path?: readonly PathSeg[]): T | Invalid {
+  if (parsed.ok) return parsed.value;
+  report(parsed.error, path);
+  return INVALID;
+}
+
+function isMap(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function checkPort(value: unknown): Parsed<number> {
+  if (typeof value === 'number') {
+    if (Number.isInteger(value) && value >= 1 && value <= 65535) return { ok: true, value };
+    return { ok: false, error: `${value} is not a port (1–65535)` };
+  }
+  return { ok: false, error: `expected a port number (1–65535); got ${show(value)}` };
+}
+
+function isHttpUrl(text: string): boolean {
+  if (!/^https?:\/\//i.test(text) || !URL.canParse(text)) return false;
+  const u = new URL(text);
+  return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
+}
+
+/** Reject values JSON cannot carry (NaN, Infinity, binary...) anywhere inside `value`. */
+function checkJson(value: unknown, path: readonly PathSeg[], report: Report): void {
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return;
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) report(`${show(value)} cannot be written in JSON; use a finite number or a string`, path);
+    return;
+  }
+  if (Array.isArray(value)) {
+    value.forEach((item, i) => checkJson(item, [...path, i], report));
+    return;
+  }
+  if (isMap(value) && (Object.getPrototypeOf(value) === Object.prototype || Object.getPrototypeOf(value) === null)) {
+    for (const [k, v] of Object.entries(value)) checkJson(v, [...path, k], report);
+    return;
+  }
+  report(`${show(value)} cannot be written in JSON`, path);
+}
+
+function oneOf<T extends string>(allowed: readonly T[]) {
+  return optional((value, report): T | undefined | Invalid => {
+    if (value === undefined) return undefined;
+    if (typeof value === 'string' && (allowed as readonly string[]).includes(value)) return value as T;
+    report(`expected one of ${allowed.join(', ')}; got ${show(value)}`);
+    return INVALID;
+  });
+}
+
+interface DurationRule {
+  readonly min: number;
+  readonly max: number;
+  readonly wholeSeconds?: boolean;
+}
+
+function duration(rule: DurationRule) {
+  return optional((value, report): number | undefined | Invalid => {
+    if (value === undefined) return undefined;
+    const ms = take(parseDuration(value), report);
+    if (ms === INVALID) return INVALID;
+    if (ms < rule.min) return (report(`must be at least ${formatDuration(rule.min)}; got ${show(value)}`), INVALID);
+    if (ms > rule.max) return (report(`must be at most ${formatDuration(rule.max)}; got ${show(value)}`), INVALID);
+    if (rule.wholeSeconds && ms % 1000 !== 0) {
+      return (report(`must be whole seconds; got ${show(value)}`), INVALID);
+    }
+    return ms;
+  });
+}
+
+function pathString(value: unknown, what: string): Parsed<string> {
+  if (typeof value !== 'string' || value.trim() === '') {
+    return { ok: false, error: `expected the path of ${what}; got ${show(value)}` };
+  }
+  if (value.includes('\0')) return { ok: false, error: `a path cannot contain a NUL character` };
+  return { ok: true, value };
+}
+
+function optionalPath(what: string) {
+  return optional((value, report): string | undefined | Invalid =>
+    value === undefined ? undefined : take(pathString(value, what), report),
+  );
+}
+
+function requiredPath(what: string) {
+  return leaf((value, report): string | Invalid => {
+    if (value === undefined) return (report(`missing; give the path of ${what}`), INVALID);
+    return take(pathString(value, what), report);
+  });
+}
+
+function checkPrefix(value: unknown): Parsed<string> {
+  if (typeof value !== 'string') return { ok: false, error: `expected a path prefix like /_synapse/admin/; got ${show(value)}` };
+  if (!value.startsWith('/')) return { ok: false, error: `a path prefix must start with '/'; got ${show(value)}` };
+  if (/[?#\s]/.test(value)) {
+    return { ok: false, error: `a path prefix cannot contain '?', '#' or whitespace; got ${show(value)}` };
+  }
+  if (value.split('/').some((seg) => seg === '.' || seg === '..')) {
+    return { ok: false, error: `a path prefix cannot contain '.' or '..' segments; got ${show(value)}` };
+  }
+  return { ok: true, value };
+}
+
+/** A list of items checked one by one; duplicates are errors. `single` accepts a lone item as a list of one. */
+function listOf<T>(opts: {
+  readonly what: string;
+  readonly item: (value: unknown) => Parsed<T>;
+  readonly nonEmpty?: boolean;
+  readonly single?: boolean;
+}) {
+  return optional((value, report): T[] | undefined | Invalid => {
+    if (value === undefined) return undefined;
+    let items: unknown[];
+    if (Array.isArray(value)) items = value;
+    else if (opts.single && value !== null && !isMap(value)) items = [value];
+    else return (report(`expected a list of ${opts.what}; got ${show(value)}`), INVALID);
+    if (opts.nonEmpty && items.length === 0) return (report(`list at least one of ${opts.what}`), INVALID);
+    const out: T[] = [];
+    let bad = false;
+    items.forEach((item, i) => {
+      const path = Array.isArray(value) ? [i] : [];
+      const parsed = opts.item(item);
+      if (!parsed.ok) {
+        report(parsed.error, path);
+        bad = true;
+        return;
+      }
+      const first = out.findIndex((seen) => JSON.stringify(seen) === JSON.stringify(parsed.value));
+      if (first >= 0) {
+        report(`${show(item)} is listed twice`, path);
+        bad = true;
+        return;
+      }
+      out.push(parsed.value);
+    });
+    return bad ? INVALID : out;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values
+
+export interface ServerNameValue extends ParsedServerName {
+  /** As written in the config. */
+  readonly text: string;
+}
+
+const serverName = leaf((value, report): ServerNameValue | Invalid => {
+  if (value === undefined) {
+    report('missing; set it to the name in your user IDs, e.g. example.com for @alice:example.com');
+    return INVALID;
+  }
+  if (typeof value !== 'string' || value === '') {
+    report(`expected a server name like example.com or example.com:8448; got ${show(value)}`);
+    return INVALID;
+  }
+  const parsed = take(parseServerName(value), report);
+  return parsed === INVALID ? INVALID : { text: value, ...parsed };
+});
+
+const hostname = optional((value, report): ParsedHost | undefined | Invalid => {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || value === '') {
+    report(`expected a host name like matrix.example.com or an IP address; got ${show(value)}`);
+    return INVALID;
+  }
+  return take(parseHostname(value), report);
+});
+
+const httpsPorts = listOf({ what: 'ports like [443, 8448]', item: checkPort, nonEmpty: true, single: true });
+
+const httpPort = optional((value, report): number | null | undefined | Invalid => {
+  if (value === undefined || value === null) return value;
+  return take(checkPort(value), report);
+});
+
+const addresses = listOf({
+  what: 'IP addresses like ["0.0.0.0", "::"]',
+  nonEmpty: true,
+  single: true,
+  item: (value): Parsed<string> => {
+    if (typeof value === 'string' && isIP(value) !== 0) return { ok: true, value };
+    return {
+      ok: false,
+      error: `${show(value)} is not an IP address; bind addresses are IP literals like 0.0.0.0, ::, 127.0.0.1 or ::1`,
+    };
+  },
+});
+
+export interface UpstreamValue {
+  /** As written in the config. */
+  readonly url: string;
+  /** scheme://address:port, `localhost` replaced by 127.0.0.1. */
+  readonly dial: string;
+}
+
+/** Check an upstream URL: http(s), no user info, path, query or fragment. */
+export function checkUpstreamUrl(text: string): Parsed<UpstreamValue> {
+  const help = 'an http:// or https:// URL like http://localhost:8008';
+  if (!/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(text) || !URL.canParse(text)) {
+    return { ok: false, error: `expected ${help}; got ${show(text)}` };
+  }
+  const u = new URL(text);
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+    return { ok: false, error: `expected ${help}; the scheme '${u.protocol.slice(0, -1)}' is not supported` };
+  }
+  if (u.hostname === '') return { ok: false, error: `expected ${help}; ${show(text)} has no host` };
+  if (u.username !== '' || u.password !== '') {
+    return { ok: false, error: 'the upstream URL cannot carry a user name or password' };
+  }
+  if (u.search !== '' || text.includes('?')) return { ok: false, error: 'the upstream URL cannot carry a query (?...)' };
+  if (u.hash !== '' || text.includes('#')) return { ok: false, error: 'the upstream URL cannot carry a fragment (#...)' };
+  if (u.pathname !== '/' && u.pathname !== '') {
+    return {
+      ok: false,
+      error: `the upstream URL cannot carry a path ('${u.pathname}'): requests are forwarded with their path unchanged; use ${u.origin}`,
+    };
+  }
+  const host = u.hostname === 'localhost' ? '127.0.0.1' : u.hostname;
+  const port = u.port !== '' ? u.port : u.protocol === 'https:' ? '443' : '80';
+  return { ok: true, value: { url: text, dial: `${u.protocol}//${host}:${port}` } };
+}
+
+const upstream = optional((value, report): UpstreamValue | undefined | Invalid => {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string') {
+    report(`expected an http:// or https:// URL like http://localhost:8008; got ${show(value)}`);
+    return INVALID;
+  }
+  return take(checkUpstreamUrl(value), report);
+});
+
+export interface MServerValue extends ParsedServerName {
+  readonly text: string;
+}
+
+const mServer = optional((value, report): MServerValue | undefined | Invalid => {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || value === '') {
+    report(`expected a server name like matrix.example.com:443; got ${show(value)}`);
+    return INVALID;
+  }
+  const parsed = take(parseServerName(value), report);
+  return parsed === INVALID ? INVALID : { text: value, ...parsed };
+});
+
+const clientBody = optional((value, report): JsonObject | undefined | Invalid => {
+  if (value === undefined || value === null) return undefined;
+  if (!isMap(value)) {
+    report(`expected a map of keys to add to /.well-known/matrix/client; got ${show(value)}`);
+    return INVALID;
+  }
+  checkJson(value, [], report);
+  if ('m.homeserver' in value) {
+    const hs = value['m.homeserver'];
+    if (!isMap(hs)) {
+      report(`expected a map like { base_url: "https://matrix.example.com" }; got ${show(hs)}`, ['m.homeserver']);
+    } else if ('base_url' in hs) {
+      const base = hs['base_url'];
+      if (typeof base !== 'string' || !isHttpUrl(base)) {
+        report(`expected an http:// or https:// URL; got ${show(base)}`, ['m.homeserver', 'base_url']);
+      }
+    }
+  }
+  return value as JsonObject;
+});
+
+const supportBody = optional((value, report): JsonObject | null | undefined | Invalid => {
+  if (value === undefined) return undefined;
+  if (value === null) return null;
+  if (!isMap(value)) {
+    report(`expected a map with contacts and/or support_page, or null to answer 404; got ${show(value)}`);
+    return INVALID;
+  }
+  checkJson(value, [], report);
+  const hasContacts = 'contacts' in value;
+  const hasPage = 'support_page' in value;
+  if (!hasContacts && !hasPage) {
+    report('give contacts, support_page or both (or null to answer 404)');
+  }
+  if (hasContacts) {
+    const contacts = value['contacts'];
+    if (!Array.isArray(contacts)) {
+      report(`expected a list of contacts like - { role: m.role.admin, matrix_id: "@admin:example.com" }; got ${show(contacts)}`, ['contacts']);
+    } else {
+      if (contacts.length === 0 && !hasPage) report('list at least one contact', ['contacts']);
+      contacts.forEach((contact, i) => {
+        const at: PathSeg[] = ['contacts', i];
+        if (!isMap(contact)) {
+          report(`expected a map with role and matrix_id and/or email_address; got ${show(contact)}`, at);
+          return;
+        }
+        const role = contact['role'];
+        if (role === undefined) report('missing; give a role like m.role.admin or m.role.security', [...at, 'role']);
+        else if (typeof role !== 'string' || role === '') {
+          report(`expected a role like m.role.admin or m.role.security; got ${show(role)}`, [...at, 'role']);
+        }
+        const mxid = contact['matrix_id'];
+        if (mxid !== undefined && (typeof mxid !== 'string' || !isMatrixUserId(mxid))) {
+          report(`expected a Matrix user ID like @admin:example.com; got ${show(mxid)}`, [...at, 'matrix_id']);
+        }
+        const email = contact['email_address'];
+        if (email !== undefined && (typeof email !== 'string' || !isEmail(email))) {
+          report(`expected an email address like admin@example.com; got ${show(email)}`, [...at, 'email_address']);
+        }
+        if (mxid === undefined && email === undefined) {
+          report('each contact needs matrix_id, email_address or both', at);
+        }
+      });
+    }
+  }
+  if (hasPage) {
+    const page = value['support_page'];
+    if (typeof page !== 'string' || !isHttpUrl(page)) {
+      report(`expected an http:// or https:// URL; got ${show(page)}`, ['support_page']);
+    }
+  }
+  return value as JsonObject;
+});
+
+function isEmail(text: string): boolean {
+  return /^[^@\s]+@[^@\s]+$/.test(text);
+}
+
+const email = optional((value, report): string | null | undefined | Invalid => {
+  if (value === undefined || value === null) return value;
+  if (typeof value === 'string' && isEmail(value)) return value;
+  report(`expected an email address like admin@example.com; got ${show(value)}`);
+  return INVALID;
+});
+
+const acmeCa = optional((value, report): string | undefined | Invalid => {
+  if (value === undefined) return undefined;
+  if (typeof value === 'string') {
+    const preset = ACME_PRESETS[value];
+    if (preset !== undefined && Object.hasOwn(ACME_PRESETS, value)) return preset;
+    if (/^https:\/\//i.test(value) && isHttpUrl(value)) return value;
+  }
+  report(`expected one of ${Object.keys(ACME_PRESETS).join(', ')} or an https:// directory URL; got ${show(value)}`);
+  return INVALID;
+});
+
+const pathList = (what: string) => listOf({ what, item: (v) => pathString(v, 'a PEM file') });
+
+const trustedProxies = listOf({
+  what: 'IP addresses or CIDR ranges like 10.0.0.0/8',
+  item: (value): Parsed<string> => {
+    const error = `${show(value)} is not an IP address or CIDR range (like 192.0.2.1, 10.0.0.0/8 or fd00::/8)`;
+    if (typeof value !== 'string') return { ok: false, error };
+    const [ip, bits, extra] = value.split('/');
+    const family = isIP(ip ?? '');
+    if (family === 0 || extra !== undefined) return { ok: false, error };
+    if (bits !== undefined) {
+      const max = family === 4 ? 32 : 128;
+      if (!/^\d{1,3}$/.test(bits) || Number(bits) > max) {
+        return { ok: false, error: `${show(value)}: the prefix length must be 0–${max}` };
+      }
+    }
+    return { ok: true, value };
+  },
+});
+
+const prefixList = listOf({ what: 'path prefixes like /_synapse/admin/', item: checkPrefix });
+
+const maxBodySize = optional((value, report): number | undefined | Invalid => {
+  if (value === undefined) return undefined;
+  const bytes = take(parseSize(value), report);
+  if (bytes === INVALID) return INVALID;
+  if (bytes < 1) return (report(`must be at least 1 byte; got ${show(value)}`), INVALID);
+  return bytes;
+});
+
+const connections = optional((value, report): number | undefined | Invalid => {
+  if (value === undefined) return undefined;
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= 100_000) return value;
+  report(`expected a whole number of connections (1–100000); got ${show(value)}`);
+  return INVALID;
+});
+
+// ---------------------------------------------------------------------------------------------
+// Maps
+
+/** `listen:` with nothing under it (null) means "all defaults", like an absent section. */
+const emptyToMap = (value: unknown): unknown => (value === null ? {} : value);
+
+const listenShape = { https: httpsPorts, http: httpPort, address: addresses };
+const listenSchema = z
+  .preprocess(
+    emptyToMap,
+    z.strictObject(listenShape).superRefine((listen, ctx) => {
+      const https = listen.https ?? DEFAULTS.https;
+      if (listen.http !== undefined && listen.http !== null && https.includes(listen.http)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['http'],
+          message: `port ${listen.http} is also an https port; choose another port for plain HTTP, or null to disable it`,
+        });
+      }
+    }),
+  )
+  .optional();
+
+const wellKnownShape = {
+  server: mServer,
+  client: clientBody,
+  support: supportBody,
+  max_age: duration({ min: 0, max: 365 * DAY, wholeSeconds: true }),
+};
+const wellKnownSchema = z.preprocess(emptyToMap, z.strictObject(wellKnownShape)).optional();
+
+const tlsFileShape = {
+  cert: requiredPath('the PEM certificate chain (leaf first)'),
+  key: requiredPath('the PEM private key'),
+};
+const tlsShape = {
+  issuer: oneOf(ISSUERS),
+  files: z.preprocess((v) => (v === null ? undefined : v), z.array(z.strictObject(tlsFileShape)).optional()),
+  reload_interval: duration({ min: 1000, max: TIMER_MAX }),
+  internal_lifetime: duration({ min: 3_600_000, max: 365 * DAY }),
+};
+const tlsSchema = z
+  .preprocess(
+    emptyToMap,
+    z.strictObject(tlsShape).superRefine((tls, ctx) => {
+      const issuer = tls.issuer ?? DEFAULTS.issuer;
+      if (issuer === 'files') {
+        if (tls.files === undefined || tls.files.length === 0) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['files'],
+            message: 'required when tls.issuer is files: list at least one - { cert: /path/fullchain.pem, key: /path/privkey.pem }',
+          });
+        }
+      } else if (tls.files !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['files'],
+          message: `only used when tls.issuer is files (it is ${issuer} here); remove tls.files or set tls.issuer: files`,
+        });
+      }
+    }),
+  )
+  .optional();
+
+const acmeShape = { email, ca: acmeCa, ca_roots: pathList('PEM file paths') };
+const acmeSchema = z.preprocess(emptyToMap, z.strictObject(acmeShape)).optional();
+
+const proxyShape = {
+  max_body_size: maxBodySize,
+  upstream_timeout: duration({ min: 1000, max: TIMER_MAX }),
+  connect_timeout: duration({ min: 1, max: TIMER_MAX }),
+  connections,
+  trusted_proxies: trustedProxies,
+  forward_prefixes: prefixList,
+  block_prefixes: prefixList,
+  drain_timeout: duration({ min: 0, max: TIMER_MAX }),
+};
+const proxySchema = z
+  .preprocess(
+    emptyToMap,
+    z.strictObject(proxyShape).superRefine((proxy, ctx) => {
+      const forward = proxy.forward_prefixes ?? [];
+      (proxy.block_prefixes ?? []).forEach((prefix, i) => {
+        if (forward.includes(prefix)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['block_prefixes', i],
+            message: `'${prefix}' is also in forward_prefixes; a prefix is either forwarded or blocked, not both`,
+          });
+        }
+      });
+    }),
+  )
+  .optional();
+
+const logShape = { level: oneOf(LOG_LEVELS) };
+const logSchema = z.preprocess(emptyToMap, z.strictObject(logShape)).optional();
+
+const rootShape = {
+  server_name: serverName,
+  hostname,
+  listen: listenSchema,
+  upstream,
+  well_known: wellKnownSchema,
+  tls: tlsSchema,
+  acme: acmeSchema,
+  storage: optionalPath('the storage directory'),
+  proxy: proxySchema,
+  log: logSchema,
+};
+
+/** The whole document. Its output is the validated raw config that expand.ts turns into a Plan. */
+export const configSchema = z.strictObject(rootShape);
+
+export type RawConfig = z.output<typeof configSchema>;
+
+/** Known keys of every map, by key pattern ("" = top level, "tls.files[]" = each files entry). */
+export const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
+  '': Object.keys(rootShape),
+  listen: Object.keys(listenShape),
+  well_known: Object.keys(wellKnownShape),
+  tls: Object.keys(tlsShape),
+  'tls.files[]': Object.keys(tlsFileShape),
+  acme: Object.keys(acmeShape),
+  proxy: Object.keys(proxyShape),
+  log: Object.keys(logShape),
+};
+
+// ---------------------------------------------------------------------------------------------
+// Paths, suggestions, and zod issues → sentences
+
+/** `['listen', 'https', 1]` → `listen.https[1]`; keys that are not plain words are quoted. */
+export function formatPath(path: readonly PathSeg[]): string {
+  let out = '';
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(seg)) out += out === '' ? seg : `.${seg}`;
+    else out += `[${JSON.stringify(seg)}]`;
+  }
+  return out;
+}
+
+/** `['tls', 'files', 0]` → `tls.files[]`: the KNOWN_KEYS entry of the map at that path. */
+function patternOf(path: readonly PathSeg[]): string {
+  return path.map((seg) => (typeof seg === 'number' ? '[]' : `.${seg}`)).join('').replace(/^\./, '');
+}
+
+function normalizeKey(key: string): string {
+  return key.trim().toLowerCase().replace(/[-\s]/g, '_');
+}
+
+/** Optimal string alignment distance (Levenshtein plus adjacent transpositions). */
+export function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = best;
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/**
+ * The key the admin probably meant: a close sibling ("upstrem" → "upstream"), else the same key in
+ * another section ("max_body_size" at the top → "proxy.max_body_size").
+ */
+export function suggestKey(key: string, pattern: string): string | undefined {
+  const wanted = normalizeKey(key);
+  const siblings = KNOWN_KEYS[pattern] ?? [];
+  // 1. A sibling within a small edit distance ("upstrem" → "upstream", "Server-Name" → "server_name").
+  let best: { key: string; dist: number } | undefined;
+  for (const candidate of siblings) {
+    const norm = normalizeKey(candidate);
+    const dist = editDistance(wanted, norm);
+    if (dist <= (norm.length >= 6 ? 2 : 1) && dist < (best?.dist ?? Infinity)) best = { key: candidate, dist };
+  }
+  if (best) return best.key;
+  // 2. A section and its key run together ("loglevel" → "log.level", "acme_email" → "acme.email").
+  const squashed = wanted.replace(/_/g, '');
+  for (const [other, keys] of Object.entries(KNOWN_KEYS)) {
+    if (other === '' || other.includes('[]')) continue;
+    const match = keys.find((k) => `${other}${k}`.replace(/_/g, '') === squashed);
+    if (match !== undefined) return `${other}.${match}`;
+  }
+  // 3. The same key in another section ("max_body_size" at the top → "proxy.max_body_size").
+  for (const [other, keys] of Object.entries(KNOWN_KEYS)) {
+    if (other === pattern || other.includes('[]')) continue;
+    const match = keys.find((k) => normalizeKey(k) === wanted);
+    if (match !== undefined) return other === '' ? match : `${other}.${match}`;
+  }
+  // 4. A sibling the key abbreviates or extends ("certificate" → "cert").
+  const partial = siblings.find((candidate) => {
+    const norm = normalizeKey(candidate);
+    return Math.min(norm.length, wanted.length) >= 3 && (norm.startsWith(wanted) || wanted.startsWith(norm));
+  });
+  if (partial !== undefined) return partial;
+  return undefined;
+}
+
+function unknownKeyMessage(key: string, pattern: string): string {
+  const suggestion = suggestKey(key, pattern);
+  if (suggestion !== undefined) {
+    const elsewhere = pattern !== '' && !suggestion.includes('.') && !(KNOWN_KEYS[pattern] ?? []).includes(suggestion);
+    return `unknown key '${key}' (did you mean ${elsewhere ? 'the top-level ' : ''}'${suggestion}'?)`;
+  }
+  const known = KNOWN_KEYS[pattern];
+  return known ? `unknown key '${key}'; allowed here: ${known.join(', ')}` : `unknown key '${key}'`;
+}
+
+function valueAt(data: unknown, path: readonly PathSeg[]): unknown {
+  let node = data;
+  for (const seg of path) {
+    if (Array.isArray(node) && typeof seg === 'number') node = node[seg];
+    else if (isMap(node) && typeof seg === 'string' && Object.hasOwn(node, seg)) node = node[seg];
+    else return undefined;
+  }
+  return node;
+}
+
+function toPathIssues(issues: readonly z.core.$ZodIssue[], data: unknown): PathIssue[] {
+  const out: PathIssue[] = [];
+  for (const issue of issues) {
+    const path = issue.path.map((seg) => (typeof seg === 'number' ? seg : String(seg)));
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) out.push({ path: [...path, key], at: 'key', message: unknownKeyMessage(key, patternOf(path)) });
+    } else if (issue.code === 'invalid_type') {
+      const got = show(valueAt(data, path));
+      if (issue.expected === 'object') {
+        const keys = KNOWN_KEYS[patternOf(path)];
+        out.push({ path, message: keys ? `expected a map with keys ${keys.join(', ')}; got ${got}` : `expected a map; got ${got}` });
+      } else if (issue.expected === 'array') {
+        out.push({ path, message: `expected a list; got ${got}` });
+      } else {
+        out.push({ path, message: `expected ${issue.expected}; got ${got}` });
+      }
+    } else {
+      out.push({ path, message: issue.message });
+    }
+  }
+  return out;
+}
+
+export type ValidateResult =
+  | { readonly ok: true; readonly config: RawConfig }
+  | { readonly ok: false; readonly issues: readonly PathIssue[] };
+
+/** Validate the plain-JS form of the YAML document. Never throws for bad input. */
+export function validateConfig(data: unknown): ValidateResult {
+  if (!isMap(data)) {
+    return { ok: false, issues: [{ path: [], message: `the config must be a map of keys like 'server_name: example.com'; got ${show(data)}` }] };
+  }
+  const result = configSchema.safeParse(data);
+  if (result.success) return { ok: true, config: result.data };
+  return { ok: false, issues: toPathIssues(result.error.issues, data) };
+}
