@@ -37,6 +37,17 @@ interface Serving {
 
 type Server = http2.Http2SecureServer | http.Server;
 
+const NO_SUCH_ADDRESS = new Set(['EADDRNOTAVAIL', 'EAFNOSUPPORT']);
+
+class BindError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
+    super(message);
+  }
+}
+
 const HTTP1_LIMITS = {
   /** Headers must arrive within this. */
   headersTimeout: 60_000,
@@ -106,13 +117,30 @@ export class DataPlane {
     const serving = this.serving;
     if (serving === null) throw new Error('data plane: listen() before a plan');
     const bound: BoundListener[] = [];
+    const groups: Array<{ kind: 'https' | 'http'; port: number; addresses: readonly string[] }> = [
+      ...serving.plan.listen.https.map((l) => ({ kind: 'https' as const, port: l.port, addresses: l.addresses })),
+      ...(serving.plan.listen.http === null ? [] : [{ kind: 'http' as const, port: serving.plan.listen.http.port, addresses: serving.plan.listen.http.addresses }]),
+    ];
     try {
-      for (const l of serving.plan.listen.https) {
-        for (const address of l.addresses) bound.push(await this.bind(this.createHttps(), 'https', address, l.port));
-      }
-      const plain = serving.plan.listen.http;
-      if (plain !== null) {
-        for (const address of plain.addresses) bound.push(await this.bind(this.createHttp(), 'http', address, plain.port));
+      for (const group of groups) {
+        const missingIPv6: string[] = [];
+        let boundHere = 0;
+        for (const address of group.addresses) {
+          const server = group.kind === 'https' ? this.createHttps() : this.createHttp();
+          try {
+            bound.push(await this.bind(server, group.kind, address, group.port));
+            boundHere++;
+          } catch (err) {
+            // A machine without IPv6 should not stop an IPv4 service; the warning says so.
+            if (!isIPv6(address) || !(err instanceof BindError) || !NO_SUCH_ADDRESS.has(err.code)) throw err;
+            missingIPv6.push(address);
+            server.close();
+          }
+        }
+        if (missingIPv6.length > 0) {
+          if (boundHere === 0) throw new Error(`cannot listen for ${group.kind} on port ${group.port}: this machine has none of the addresses ${missingIPv6.join(', ')}`);
+          this.log.warn({ kind: group.kind, port: group.port, addresses: missingIPv6 }, 'IPv6 is not available on this machine: serving IPv4 only on this port');
+        }
       }
     } catch (err) {
       await this.close(0);
@@ -133,7 +161,7 @@ export class DataPlane {
               : err.code === 'EADDRNOTAVAIL' || err.code === 'EAFNOSUPPORT'
                 ? 'this machine has no such address (remove it from listen.address)'
                 : err.message;
-        reject(new Error(`cannot listen for ${kind} on ${where}: ${why}`));
+        reject(new BindError(`cannot listen for ${kind} on ${where}: ${why}`, err.code ?? ''));
       };
       server.once('error', onError);
       server.listen({ host: address, port, ipv6Only: isIPv6(address) }, () => {
