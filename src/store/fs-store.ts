@@ -202,18 +202,7 @@ export class FileStore {
     const leaf = chain[0]!;
     checkKeyMatches(leaf, parsePrivateKey(keyPem, paths.key), paths.cert, paths.key);
 
-    let recorded: Record<string, unknown> = {};
-    const json = await this.readFile(rel.meta);
-    if (json !== null) {
-      try {
-        const parsed: unknown = JSON.parse(json.toString('utf8'));
-        if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) {
-          recorded = parsed as Record<string, unknown>;
-        }
-      } catch {
-        // Metadata is advisory; the certificate itself is authoritative.
-      }
-    }
+    const recorded = await this.readMeta(rel.meta);
     const names =
       Array.isArray(recorded.names) && recorded.names.every((n) => typeof n === 'string')
         ? (recorded.names as string[])
@@ -228,6 +217,21 @@ export class FileStore {
       ...(typeof recorded.lastError === 'string' ? { lastError: recorded.lastError } : {}),
     };
     return { certPem, keyPem, chain, leaf, meta, paths };
+  }
+
+  /**
+   * A certificate's `.json` as an object; {} when absent or unreadable (metadata is advisory: the
+   * certificate itself is authoritative, and unreadable metadata is replaced on the next write).
+   */
+  private async readMeta(rel: string): Promise<Record<string, unknown>> {
+    const json = await this.readFile(rel);
+    if (json === null) return {};
+    try {
+      const parsed: unknown = JSON.parse(json.toString('utf8'));
+      return parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : {};
+    } catch {
+      return {};
+    }
   }
 
   /** Writes key, then certificate, then metadata; each atomically. */
@@ -245,18 +249,7 @@ export class FileStore {
   async recordAttempt(issuer: string, name: string, attempt: { at: string; error?: string }): Promise<void> {
     const rel = this.certificatePaths(issuer, name);
     if ((await this.readFile(rel.cert)) === null) return;
-    let recorded: Record<string, unknown> = {};
-    const json = await this.readFile(rel.meta);
-    if (json !== null) {
-      try {
-        const parsed: unknown = JSON.parse(json.toString('utf8'));
-        if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) {
-          recorded = parsed as Record<string, unknown>;
-        }
-      } catch {
-        // Unreadable metadata is replaced.
-      }
-    }
+    const recorded = await this.readMeta(rel.meta);
     const next: Record<string, unknown> = { ...recorded, lastAttempt: attempt.at };
     if (attempt.error === undefined) delete next.lastError;
     else next.lastError = attempt.error;
