@@ -117,7 +117,7 @@ async function start(result: LoadResult): Promise<number> {
     return 1;
   }
   for (const note of edge.notes) log.info(note);
-  log.info({ listeners: edge.listeners, names: plan.names, upstream: plan.upstreams[0]?.url }, 'matrix-edge is serving');
+  log.info({ listeners: edge.listeners, names: plan.names, upstream: plan.upstreams[0]?.url, node: process.version }, 'matrix-edge is serving');
   const running = edge;
   return new Promise<number>((resolve) => {
     let stopping = false;
