@@ -9,29 +9,11 @@ import { renewalTime } from '../../src/control/renewal';
 import { createLogger, type Logger } from '../../src/observe/log';
 import type { CertificateMaterial } from '../../src/plane/messages';
 import { FileStore } from '../../src/store/fs-store';
+import { captureLog, waitFor } from '../support/wait';
 
 const DAY = 24 * 60 * 60 * 1000;
 const LIFETIME = 9 * DAY; // renewal at 6 days (plus the 5-minute backdate's share)
 
-interface LogLine {
-  level: string;
-  msg: string;
-  [key: string]: unknown;
-}
-
-function captureLog(): { log: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const log = createLogger('debug', { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) });
-  return { log, lines };
-}
-
-async function waitFor(what: string, predicate: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 class TestIssuer implements Issuer {
   readonly id = 'local';
