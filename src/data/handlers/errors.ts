@@ -8,6 +8,23 @@ export const CORS_HEADERS: Readonly<Record<string, string>> = Object.freeze({
   'access-control-allow-headers': 'X-Requested-With, Content-Type, Authorization, Date',
 });
 
+/** The body and headers of a Matrix JSON error, for handlers that send it themselves. */
+export function matrixError(
+  errcode: string,
+  error: string,
+  extra?: Record<string, string>,
+): { body: Buffer; headers: Record<string, string | number> } {
+  const body = Buffer.from(JSON.stringify({ errcode, error }), 'utf8');
+  const headers: Record<string, string | number> = {
+    ...CORS_HEADERS,
+    'content-type': 'application/json',
+    'content-length': body.length,
+    'cache-control': 'no-store',
+    ...extra,
+  };
+  return { body, headers };
+}
+
 export function sendMatrixError(
   req: Req,
   res: Res,
@@ -17,19 +34,12 @@ export function sendMatrixError(
   error: string,
   extra?: Record<string, string>,
 ): void {
-  const body = JSON.stringify({ errcode, error });
-  const headers: Record<string, string | number> = {
-    ...CORS_HEADERS,
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(body),
-    'cache-control': 'no-store',
-    ...extra,
-  };
+  const { body, headers } = matrixError(errcode, error, extra);
   res.writeHead(status, headers);
   if (req.method === 'HEAD') {
     res.end();
   } else {
-    ex.bytes += Buffer.byteLength(body);
+    ex.bytes += body.length;
     res.end(body);
   }
 }

@@ -14,7 +14,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import type { UpstreamPlan } from '../../config/plan';
 import type { Exchange, Req, Res } from '../exchange';
-import { sendMatrixError } from './errors';
+import { matrixError, sendMatrixError } from './errors';
 
 /** Request headers never forwarded: hop-by-hop (RFC 9110 §7.6.1) and what the edge sets itself. */
 const DROP_REQUEST = new Set([
@@ -189,7 +189,7 @@ function fail(req: Req, res: Res, ex: Exchange, err: Error): void {
   }
   switch (code) {
     case 'EDGE_BODY_TOO_LARGE':
-      sendMatrixError(req, res, ex, 413, 'M_TOO_LARGE', 'Request body is larger than this server accepts', { connection: 'close' });
+      refuseTooLarge(req, res, ex);
       return;
     case 'UND_ERR_HEADERS_TIMEOUT':
     case 'UND_ERR_BODY_TIMEOUT':
@@ -203,6 +203,40 @@ function fail(req: Req, res: Res, ex: Exchange, err: Error): void {
     default:
       sendMatrixError(req, res, ex, 502, 'M_UNKNOWN', 'The homeserver is unreachable');
   }
+}
+
+const TOO_LARGE = 'Request body is larger than this server accepts';
+
+/** How long a refused upload is still read (and discarded) so its client gets the answer. */
+const LINGER_MS = 30_000;
+
+/**
+ * 413 M_TOO_LARGE for an upload over the limit. Over HTTP/1.1 the client is usually still
+ * sending: closing at once (as Node does after a response to `Connection: close`) resets the
+ * connection over the unread data, and the client may never read the answer. So the whole answer
+ * is written at once but the response is ended only when the rest of the body has been read and
+ * discarded — lingering close, RFC 9112 §9.6 — or after LINGER_MS, when the connection is cut.
+ * HTTP/2 ends just the stream.
+ */
+function refuseTooLarge(req: Req, res: Res, ex: Exchange): void {
+  if (req.httpVersionMajor !== 1 || req.complete) {
+    sendMatrixError(req, res, ex, 413, 'M_TOO_LARGE', TOO_LARGE);
+    return;
+  }
+  const { body, headers } = matrixError('M_TOO_LARGE', TOO_LARGE);
+  res.writeHead(413, headers);
+  res.write(body);
+  ex.bytes += body.length;
+  const socket = req.socket;
+  const cut = setTimeout(() => socket.destroy(), LINGER_MS);
+  cut.unref();
+  const finish = (): void => {
+    clearTimeout(cut);
+    res.end();
+  };
+  req.once('end', finish);
+  req.once('close', finish);
+  req.resume();
 }
 
 export interface ProxyOptions {
@@ -230,7 +264,7 @@ export function forward(
     length = Number(declared);
     if (length > maxBodyBytes) {
       ex.failure = `declared body of ${length} bytes over the limit of ${maxBodyBytes}`;
-      sendMatrixError(req, res, ex, 413, 'M_TOO_LARGE', 'Request body is larger than this server accepts', { connection: 'close' });
+      refuseTooLarge(req, res, ex);
       return;
     }
   }
