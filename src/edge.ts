@@ -3,6 +3,7 @@
  * plane messages. With one process the channel is a function call.
  */
 import type { Plan } from './config/plan';
+import { systemClock } from './control/clock';
 import { createCertificateSource } from './control/sources';
 import type { CertificateSource } from './control/source';
 import { DataPlane, type BoundListener } from './data/data-plane';
@@ -19,11 +20,17 @@ export interface RunningEdge {
 export async function startEdge(plan: Plan, log: Logger): Promise<RunningEdge> {
   const data = new DataPlane(log.child({ component: 'data' }));
   data.receive({ type: 'plan', plan });
-  const { source, notes } = await createCertificateSource(plan, log.child({ component: 'certs' }));
+  const { source, notes } = await createCertificateSource(plan, log.child({ component: 'certs' }), systemClock, (message) =>
+    data.receive(message),
+  );
   let certificates: CertificateSource | null = source;
+  // ACME challenges (HTTP-01) are answered by the listeners, so they must be up before issuance.
+  // The other sources have every certificate at once: bind after, so no handshake finds none.
+  const listenFirst = plan.tls.issuer === 'acme';
   try {
+    let listeners = listenFirst ? await data.listen() : null;
     await source.start((material) => data.receive({ type: 'certificate', material }));
-    const listeners = await data.listen();
+    listeners ??= await data.listen();
     return {
       listeners,
       notes,

@@ -4,9 +4,11 @@
  */
 import type { Plan } from '../config/plan';
 import type { Logger } from '../observe/log';
+import type { ControlToData, Send } from '../plane/messages';
 import { FileStore } from '../store/fs-store';
 import { systemClock, type Clock } from './clock';
 import { FilesSource } from './files-source';
+import { AcmeIssuer } from './issuers/acme';
 import { LocalCa } from './issuers/local-ca';
 import { ManagedSource } from './managed-source';
 import type { CertificateSource } from './source';
@@ -17,10 +19,14 @@ export interface CertificateSourceSetup {
   readonly notes: string[];
 }
 
+/**
+ * @param send where challenge answers (ACME) go: the data plane. Required for `tls.issuer: acme`.
+ */
 export async function createCertificateSource(
   plan: Plan,
   log: Logger,
   clock: Clock = systemClock,
+  send?: Send<ControlToData>,
 ): Promise<CertificateSourceSetup> {
   const tls = plan.tls;
   switch (tls.issuer) {
@@ -54,8 +60,25 @@ export async function createCertificateSource(
         notes: [`certificates from ${tls.files.length} file pair(s) in tls.files${every}`],
       };
     }
-    case 'acme':
-      throw new Error('tls.issuer acme is not available yet');
+    case 'acme': {
+      const acme = plan.acme;
+      if (acme === null) throw new Error('tls.issuer is acme but the plan has no acme section');
+      if (send === undefined) throw new Error('tls.issuer acme needs a channel to the data plane for challenge answers');
+      const store = new FileStore(plan.storage);
+      const issuer = await AcmeIssuer.create({
+        directory: acme.directory,
+        email: acme.email,
+        caRoots: acme.caRoots,
+        store,
+        send,
+        log: log.child({ issuer: 'acme' }),
+      });
+      const source = new ManagedSource({ names: plan.names, store, issuer, log, clock });
+      return {
+        source,
+        notes: [`certificates from the ACME CA ${acme.directory} (storage key ${issuer.id})`],
+      };
+    }
     default: {
       const unknown: never = tls;
       throw new Error(`unknown tls.issuer ${JSON.stringify((unknown as { issuer: unknown }).issuer)}`);

@@ -87,9 +87,25 @@ describe('createCertificateSource', () => {
     ]);
   });
 
-  it('acme: not available yet', async () => {
+  it('acme: a ManagedSource over the ACME issuer, keyed by the directory; no network until started', async () => {
+    const plan: Plan = {
+      ...planWith({ issuer: 'acme' }, ['example.com']),
+      acme: { email: null, directory: 'https://acme-v02.api.letsencrypt.org/directory', caRoots: [] },
+    };
+    const { source, notes } = await createCertificateSource(plan, silentLogger, new ManualClock(), () => undefined);
+    expect(source).toBeInstanceOf(ManagedSource);
+    expect(source.id).toBe('acme-v02.api.letsencrypt.org-directory');
+    expect(notes.join('\n')).toMatch(/acme-v02\.api\.letsencrypt\.org\/directory/);
+  });
+
+  it('acme: needs an acme section and a channel for challenge answers', async () => {
     await expect(createCertificateSource(planWith({ issuer: 'acme' }), silentLogger)).rejects.toThrow(
-      'tls.issuer acme is not available yet',
+      'tls.issuer is acme but the plan has no acme section',
     );
+    const plan: Plan = {
+      ...planWith({ issuer: 'acme' }, ['example.com']),
+      acme: { email: null, directory: 'https://acme-v02.api.letsencrypt.org/directory', caRoots: [] },
+    };
+    await expect(createCertificateSource(plan, silentLogger)).rejects.toThrow(/needs a channel to the data plane/);
   });
 });

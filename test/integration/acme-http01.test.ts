@@ -1,0 +1,188 @@
+/**
+ * First issuance over HTTP-01 from a real Pebble, through the real edge: both names served with
+ * chains that verify against Pebble's issuing root; a restart on the same storage reuses the
+ * account and the stored certificates (no new account, no new order).
+ */
+import { X509Certificate } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tls from 'node:tls';
+import { AcmeError, AcmeIssuer, accountPaths, acmeIssuerId } from '../../src/control/issuers/acme';
+import { silentLogger } from '../../src/observe/log';
+import type { ControlToData } from '../../src/plane/messages';
+import { FileStore } from '../../src/store/fs-store';
+import { startTestEdge, tempDir, type TestEdge } from '../support/edge';
+import { freePort, pebbleInstalled, startPebble, type RunningPebble } from '../support/pebble';
+
+jest.setTimeout(90_000);
+
+const SERVER_NAME = 'example.com';
+const HOSTNAME = 'matrix.example.com';
+const EMAIL = 'test@example.com';
+
+/** Handshake with this SNI; the presented chain (leaf first), and whether it verified against `ca`. */
+function served(port: number, servername: string, ca: string): Promise<{ authorized: boolean; error: string | null; chain: X509Certificate[] }> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, servername, ca, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }, () => {
+      const chain: X509Certificate[] = [];
+      let cert: tls.DetailedPeerCertificate | null = socket.getPeerCertificate(true);
+      const seen = new Set<string>();
+      while (cert !== null && cert.raw !== undefined && !seen.has(cert.fingerprint256)) {
+        seen.add(cert.fingerprint256);
+        chain.push(new X509Certificate(cert.raw));
+        cert = cert.issuerCertificate ?? null;
+      }
+      const result = {
+        authorized: socket.authorized,
+        error: socket.authorizationError == null ? null : String(socket.authorizationError),
+        chain,
+      };
+      socket.end();
+      resolve(result);
+    });
+    socket.on('error', reject);
+  });
+}
+
+const run = pebbleInstalled() ? describe : describe.skip;
+
+run('ACME HTTP-01 against Pebble', () => {
+  let pebble: RunningPebble | null = null;
+  let edge: TestEdge | null = null;
+  let dir: string;
+
+  afterEach(async () => {
+    await edge?.stop(0).catch(() => undefined);
+    edge = null;
+    await pebble?.stop();
+    pebble = null;
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('obtains certificates for both names, serves verified chains, and reuses account and certificates after a restart', async () => {
+    dir = tempDir('matrix-edge-acme-');
+    const httpsPort = await freePort();
+    const httpPort = await freePort();
+    pebble = await startPebble({ httpPort, tlsPort: httpsPort });
+    const yaml = [
+      `server_name: ${SERVER_NAME}`,
+      `hostname: ${HOSTNAME}`,
+      'listen:',
+      `  https: [${httpsPort}]`,
+      `  http: ${httpPort}`,
+      '  address: ["127.0.0.1"]',
+      'tls:',
+      '  issuer: acme',
+      'acme:',
+      `  ca: ${pebble.directory}`,
+      `  ca_roots: [${JSON.stringify(pebble.caRootsFile)}]`,
+      `  email: ${EMAIL}`,
+      '',
+    ].join('\n');
+
+    const started = Date.now();
+    edge = await startTestEdge(yaml, { dir, keepPorts: true });
+    const firstLogs = edge.logs;
+    expect(edge.httpsPorts).toEqual([httpsPort]);
+    expect(edge.httpPort).toBe(httpPort);
+    const issuerId = acmeIssuerId(pebble.directory);
+    expect(issuerId).toBe(`127.0.0.1-${new URL(pebble.directory).port}-dir`);
+
+    const root = await pebble.issuingRoot();
+    const rootCert = new X509Certificate(root);
+    const serials = new Map<string, string>();
+    for (const name of [HOSTNAME, SERVER_NAME]) {
+      const got = await served(httpsPort, name, root);
+      expect({ name, authorized: got.authorized, error: got.error }).toEqual({ name, authorized: true, error: null });
+      const leaf = got.chain[0]!;
+      expect(leaf.checkHost(name)).toBe(name);
+      // Pebble's chain: leaf, intermediate; the intermediate is signed by the issuing root.
+      expect(got.chain.length).toBeGreaterThanOrEqual(2);
+      expect(got.chain.some((c) => c.checkIssued(rootCert) && c.verify(rootCert.publicKey))).toBe(true);
+      expect(leaf.publicKey.asymmetricKeyType).toBe('ec');
+      expect(leaf.publicKey.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+      serials.set(name, leaf.serialNumber);
+    }
+    expect(new Set(serials.values()).size).toBe(2);
+
+    // Account stored once, in CertMagic's layout; its terms-of-service URL logged at creation.
+    const storage = edge.plan.storage;
+    const account = accountPaths(issuerId, EMAIL);
+    expect(account).toEqual({
+      key: `acme/${issuerId}/users/${EMAIL}/test.key`,
+      meta: `acme/${issuerId}/users/${EMAIL}/test.json`,
+    });
+    const keyFile = path.join(storage, account.key);
+    const metaFile = path.join(storage, account.meta);
+    expect(fs.statSync(keyFile).mode & 0o777).toBe(0o600);
+    const accountUrl = (JSON.parse(fs.readFileSync(metaFile, 'utf8')) as { location: string }).location;
+    expect(accountUrl).toMatch(/^https:\/\/127\.0\.0\.1:\d+\//);
+    const created = firstLogs.filter((l) => String(l.msg).startsWith('ACME account created'));
+    expect(created).toHaveLength(1);
+    expect(created[0]!.termsOfService).toEqual(expect.any(String));
+    expect(created[0]!.account).toBe(accountUrl);
+    for (const name of [HOSTNAME, SERVER_NAME]) {
+      expect(fs.existsSync(path.join(storage, 'certificates', issuerId, name, `${name}.crt`))).toBe(true);
+    }
+    const before = {
+      key: fs.statSync(keyFile),
+      meta: fs.statSync(metaFile),
+      keyPem: fs.readFileSync(keyFile, 'utf8'),
+      metaText: fs.readFileSync(metaFile, 'utf8'),
+      files: fs.readdirSync(path.dirname(keyFile)).sort(),
+    };
+    expect(firstLogs.filter((l) => l.msg === 'ACME order created')).toHaveLength(2);
+    expect(Date.now() - started).toBeLessThan(30_000);
+
+    // Restart on the same storage: same account, no order, the stored certificates served.
+    await edge.stop(0);
+    edge = null;
+    edge = await startTestEdge(yaml, { dir, keepPorts: true });
+    const secondLogs = edge.logs;
+    expect(secondLogs.filter((l) => String(l.msg).startsWith('ACME'))).toEqual([]);
+    for (const name of [HOSTNAME, SERVER_NAME]) {
+      const got = await served(httpsPort, name, root);
+      expect(got.authorized).toBe(true);
+      expect(got.chain[0]!.serialNumber).toBe(serials.get(name));
+    }
+    const after = { key: fs.statSync(keyFile), meta: fs.statSync(metaFile) };
+    expect(after.key.ino).toBe(before.key.ino);
+    expect(after.key.mtimeMs).toBe(before.key.mtimeMs);
+    expect(after.meta.ino).toBe(before.meta.ino);
+    expect(after.meta.mtimeMs).toBe(before.meta.mtimeMs);
+    expect(fs.readFileSync(keyFile, 'utf8')).toBe(before.keyPem);
+    expect(fs.readFileSync(metaFile, 'utf8')).toBe(before.metaText);
+    expect(fs.readdirSync(path.dirname(keyFile)).sort()).toEqual(before.files);
+  });
+
+  it('a failed HTTP-01 challenge: the error carries the CA problem document, and the answer is withdrawn', async () => {
+    dir = tempDir('matrix-edge-acme-');
+    // Nothing listens on this port: Pebble's validation cannot connect.
+    const deadPort = await freePort();
+    pebble = await startPebble({ httpPort: deadPort, tlsPort: await freePort() });
+    const sent: ControlToData[] = [];
+    const issuer = await AcmeIssuer.create({
+      directory: pebble.directory,
+      email: null,
+      caRoots: [pebble.caRootsFile],
+      store: new FileStore(path.join(dir, 'certs')),
+      send: (m) => sent.push(m),
+      log: silentLogger,
+    });
+    const failure = await issuer.issue([SERVER_NAME]).then(
+      () => null,
+      (err: unknown) => err,
+    );
+    expect(failure).toBeInstanceOf(AcmeError);
+    const problem = (failure as AcmeError).problem;
+    expect(problem).toEqual(expect.objectContaining({ type: expect.stringMatching(/^urn:ietf:params:acme:error:/) }));
+    expect((failure as AcmeError).message).toMatch(/http-01 challenge for example\.com .*problem document: \{/);
+    expect(sent.map((m) => m.type)).toEqual(['challenge-add', 'challenge-remove']);
+    const [add, remove] = sent as [Extract<ControlToData, { type: 'challenge-add' }>, Extract<ControlToData, { type: 'challenge-remove' }>];
+    expect(remove.token).toBe(add.token);
+    expect(add.keyAuthorization.startsWith(`${add.token}.`)).toBe(true);
+    // The account was created without an email, stored as "default".
+    expect(fs.existsSync(path.join(dir, 'certs', accountPaths(issuer.id, null).key))).toBe(true);
+    expect(accountPaths(issuer.id, null).key).toBe(`acme/${issuer.id}/users/default/default.key`);
+  });
+});
