@@ -35,10 +35,6 @@ export class CertificateTable {
     }
   }
 
-  has(name: string): boolean {
-    return this.contexts.has(name.toLowerCase());
-  }
-
   /** The material served for no-SNI clients, if installed yet. */
   defaultMaterial(): CertificateMaterial | undefined {
     return this.materials.get(this.defaultName);
