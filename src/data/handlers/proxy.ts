@@ -110,7 +110,6 @@ class Forwarding implements Dispatcher.DispatchHandler {
     private readonly req: Req,
     private readonly res: Res,
     private readonly ex: Exchange,
-    private readonly started: number,
   ) {
     res.once('close', this.onClientClose);
   }
@@ -133,7 +132,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     headers: Record<string, string | string[] | undefined>,
     statusMessage?: string,
   ): void {
-    this.ex.upstreamMs = performance.now() - this.started;
+    this.ex.upstreamMs = performance.now() - this.ex.start;
     const drop = connectionTokens(headers['connection']);
     const out: Record<string, string | string[]> = {};
     for (const name in headers) {
@@ -321,7 +320,7 @@ export function forward(
   // refused before the client sends it (the header itself is not forwarded: undici cannot).
   if (expectContinue) res.writeContinue();
 
-  const handler = new Forwarding(req, res, ex, ex.start);
+  const handler = new Forwarding(req, res, ex);
   try {
     upstream.pool.dispatch({ origin: upstream.plan.dial, method: req.method!, path: req.url!, headers, body }, handler);
   } catch (err) {
