@@ -1,5 +1,5 @@
 /** Human-readable config issues and the effective plan shown by `matrix-edge check`. */
-import type { ConfigIssue, Plan, RouteAction, RouteMatch } from './plan';
+import type { AcmeCaPlan, ConfigIssue, Plan, RouteAction, RouteMatch } from './plan';
 import { formatDuration, formatSize } from './units';
 
 /** `FILE:LINE:COL KEY: MESSAGE`, leaving out the parts that are absent (e.g. `FILE: MESSAGE`). */
@@ -48,10 +48,16 @@ function describeIssuer(plan: Plan): string[] {
     case 'acme': {
       const acme = plan.acme;
       if (acme === null) return ['acme'];
+      const ca = (c: AcmeCaPlan, label: string): string[] => [
+        `${label} ${c.directory}`,
+        `  account email ${c.email ?? '(none)'}${c.eab === null ? '' : `, external account ${c.eab.kid}`}`,
+        ...(c.profile === null ? [] : [`  profile ${c.profile}`]),
+        ...(c.caRoots.length > 0 ? [`  trusting the CA's HTTPS with ${c.caRoots.join(', ')}`] : []),
+      ];
       return [
-        `acme ${acme.directory}`,
-        `  account email ${acme.email ?? '(none)'}`,
-        ...(acme.caRoots.length > 0 ? [`  trusting the CA's HTTPS with ${acme.caRoots.join(', ')}`] : []),
+        ...ca(acme, 'acme'),
+        `  challenges ${acme.challenges.join(', ')}; certificate keys ${acme.keyType}`,
+        ...acme.fallbacks.flatMap((f, i) => ca(f, `  fallback ${i + 1}:`).map((line, j) => (j === 0 ? line : `  ${line}`))),
       ];
     }
   }

@@ -3,8 +3,8 @@
  * ordered route list. Pure: paths are resolved as strings against `baseDir`, nothing is read.
  */
 import * as path from 'node:path';
-import type { AcmePlan, ListenerPlan, Plan, RoutePlan, TlsPlan, WellKnownKind } from './plan';
-import { ACME_PRESETS, DEFAULTS, checkUpstreamUrl, type JsonObject, type PathIssue, type RawConfig } from './schema';
+import type { AcmeCaPlan, AcmePlan, ListenerPlan, Plan, RoutePlan, TlsPlan, WellKnownKind } from './plan';
+import { ACME_PRESETS, CHALLENGE_TYPES, DEFAULTS, checkUpstreamUrl, type JsonObject, type PathIssue, type RawConfig } from './schema';
 import { formatHost, isIpLiteral, type ParsedHost } from './servername';
 
 export interface ExpandContext {
@@ -31,6 +31,19 @@ type Section<K extends keyof RawConfig> = NonNullable<RawConfig[K]>;
 /** Lower-case, bracket-free form of a host: how it appears in `plan.names`. */
 function nameOf(host: ParsedHost): string {
   return host.host.toLowerCase();
+}
+
+type CaSection = Partial<Pick<Section<'acme'>, 'email' | 'ca' | 'ca_roots' | 'eab' | 'profile'>>;
+
+/** One CA entry → its plan; a fallback without an email uses the primary's. */
+function caPlan(a: CaSection, primary: AcmeCaPlan | null, resolve: (p: string) => string): AcmeCaPlan {
+  return {
+    email: a.email !== undefined ? a.email : (primary?.email ?? null),
+    directory: a.ca ?? ACME_PRESETS[DEFAULTS.acmeCa]!,
+    caRoots: (a.ca_roots ?? []).map(resolve),
+    eab: a.eab === undefined ? null : { kid: a.eab.kid, hmacKey: a.eab.hmac_key },
+    profile: a.profile ?? null,
+  };
 }
 
 function defaultUpstream(): { url: string; dial: string } {
@@ -172,10 +185,20 @@ export function expandConfig(raw: RawConfig, ctx: ExpandContext): ExpandResult {
   let acme: AcmePlan | null = null;
   if (issuer === 'acme') {
     const a: Partial<Section<'acme'>> = raw.acme ?? {};
+    const primary = caPlan(a, null, resolve);
+    let challenges = a.challenges ?? [...CHALLENGE_TYPES];
+    if (http === null && challenges.includes('http-01')) {
+      // http-01 as the only challenge with no plain-HTTP listener is a schema error.
+      if (a.challenges !== undefined) {
+        warnings.push({ path: ['acme', 'challenges'], message: 'http-01 is skipped: listen.http is null; tls-alpn-01 alone is used' });
+      }
+      challenges = challenges.filter((c) => c !== 'http-01');
+    }
     acme = {
-      email: a.email ?? null,
-      directory: a.ca ?? ACME_PRESETS[DEFAULTS.acmeCa]!,
-      caRoots: (a.ca_roots ?? []).map(resolve),
+      ...primary,
+      challenges,
+      keyType: a.key_type ?? DEFAULTS.keyType,
+      fallbacks: (a.fallback ?? []).map((f) => caPlan(f, primary, resolve)),
     };
     const local = names.filter((n) => n === 'localhost' || n.endsWith('.localhost') || isIpLiteral(n));
     if (local.length > 0) {

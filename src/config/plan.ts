@@ -82,12 +82,29 @@ export type TlsPlan =
   | { readonly issuer: 'files'; readonly files: readonly FilesCertificate[]; readonly reloadIntervalSeconds: number }
   | { readonly issuer: 'acme' };
 
-export interface AcmePlan {
+export type ChallengeType = 'http-01' | 'tls-alpn-01';
+export type KeyType = 'p256' | 'p384' | 'rsa2048' | 'rsa4096';
+
+/** One ACME CA and the account used with it. */
+export interface AcmeCaPlan {
   readonly email: string | null;
   /** Directory URL (presets already expanded). */
   readonly directory: string;
   /** Absolute paths of extra PEM roots trusted for the ACME server's own HTTPS. */
   readonly caRoots: readonly string[];
+  /** External Account Binding credentials, for CAs that require them. */
+  readonly eab: { readonly kid: string; readonly hmacKey: string } | null;
+  /** ACME profile asked for in new orders (the CA must list it), or null for the CA's default. */
+  readonly profile: string | null;
+}
+
+export interface AcmePlan extends AcmeCaPlan {
+  /** Challenge types to use, in order of preference; only those the listeners can answer. */
+  readonly challenges: readonly ChallengeType[];
+  /** Key type of every certificate's (fresh) key. */
+  readonly keyType: KeyType;
+  /** CAs tried, in order, after the primary fails for a name. */
+  readonly fallbacks: readonly AcmeCaPlan[];
 }
 
 export interface Plan {

@@ -9,6 +9,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseHostname, parseServerName, isMatrixUserId, type ParsedHost, type ParsedServerName } from './servername';
+import type { ChallengeType, KeyType } from './plan';
 import { formatDuration, parseDuration, parseSize, show, type Parsed } from './units';
 
 export type PathSeg = string | number;
@@ -50,6 +51,7 @@ export const DEFAULTS = {
   reloadIntervalMs: 60_000,
   internalLifetimeMs: 7 * 86_400_000,
   acmeCa: 'letsencrypt',
+  keyType: 'p256' as KeyType,
   storage: './certs',
   maxBodyBytes: 50 * 1024 * 1024,
   upstreamTimeoutMs: 330_000,
@@ -536,8 +538,82 @@ const tlsSchema = z
   )
   .optional();
 
-const acmeShape = { email, ca: acmeCa, ca_roots: pathList('PEM file paths') };
-const acmeSchema = z.preprocess(emptyToMap, z.strictObject(acmeShape)).optional();
+/** CAs that refuse accounts without External Account Binding. */
+export const EAB_REQUIRED: Readonly<Record<string, string>> = {
+  [ACME_PRESETS.zerossl!]: 'ZeroSSL (EAB credentials are in the ZeroSSL dashboard, Developer section)',
+  [ACME_PRESETS.google!]: 'Google Trust Services (create EAB credentials with `gcloud publicca external-account-keys create`)',
+};
+
+const eabKid = leaf((value, report): string | Invalid => {
+  if (value === undefined) return (report('missing; give the key identifier (kid) your CA issued'), INVALID);
+  if (typeof value === 'string' && value.trim() !== '' && !/\s/.test(value)) return value;
+  report(`expected the key identifier your CA issued, a non-empty string without spaces; got ${show(value)}`);
+  return INVALID;
+});
+
+const eabHmacKey = leaf((value, report): string | Invalid => {
+  if (value === undefined) return (report('missing; give the HMAC key your CA issued (base64url)'), INVALID);
+  if (typeof value === 'string' && /^[A-Za-z0-9_-]+={0,2}$/.test(value) && value.replace(/=+$/, '').length >= 16) {
+    return value.replace(/=+$/, '');
+  }
+  report(`expected the HMAC key your CA issued: base64url text (A-Z a-z 0-9 - _), at least 16 characters; got ${show(value)}`);
+  return INVALID;
+});
+
+const eabShape = { kid: eabKid, hmac_key: eabHmacKey };
+const eabSchema = z.preprocess(emptyToMap, z.strictObject(eabShape)).optional();
+
+const acmeProfile = optional((value, report): string | undefined | Invalid => {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(value)) return value;
+  report(`expected a profile name the CA lists, like shortlived or tlsserver; got ${show(value)}`);
+  return INVALID;
+});
+
+export const CHALLENGE_TYPES: readonly ChallengeType[] = ['http-01', 'tls-alpn-01'];
+
+const challenges = listOf<ChallengeType>({
+  what: `challenge types (${CHALLENGE_TYPES.join(', ')})`,
+  nonEmpty: true,
+  single: true,
+  item: (value) =>
+    typeof value === 'string' && (CHALLENGE_TYPES as readonly string[]).includes(value)
+      ? { ok: true, value: value as ChallengeType }
+      : { ok: false, error: `expected one of ${CHALLENGE_TYPES.join(', ')}; got ${show(value)}` },
+});
+
+export const KEY_TYPES: readonly KeyType[] = ['p256', 'p384', 'rsa2048', 'rsa4096'];
+
+const caShape = { email, ca: acmeCa, ca_roots: pathList('PEM file paths'), eab: eabSchema, profile: acmeProfile };
+
+/** Every CA-specific check of one CA entry (the primary, or a fallback). */
+function checkCa(ca: { ca?: string | undefined; eab?: unknown }, ctx: z.core.$RefinementCtx, where: string): void {
+  const directory = ca.ca ?? ACME_PRESETS[DEFAULTS.acmeCa]!;
+  const needs = EAB_REQUIRED[directory];
+  if (needs !== undefined && ca.eab === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['ca'],
+      message: `${needs.split(' (')[0]} requires External Account Binding: add ${where}eab: { kid: ..., hmac_key: ... }; ${needs.slice(needs.indexOf('(') + 1, -1)}`,
+    });
+  }
+}
+
+const fallbackEntry = z.strictObject(caShape).superRefine((ca, ctx) => checkCa(ca, ctx, ''));
+const fallbackSchema = z.preprocess((v) => (v === null ? undefined : v), z.array(fallbackEntry).optional());
+
+const acmeShape = {
+  ...caShape,
+  challenges,
+  key_type: oneOf(KEY_TYPES),
+  fallback: fallbackSchema,
+};
+const acmeSchema = z
+  .preprocess(
+    emptyToMap,
+    z.strictObject(acmeShape).superRefine((acme, ctx) => checkCa(acme, ctx, 'acme.')),
+  )
+  .optional();
 
 const proxyShape = {
   max_body_size: maxBodySize,
@@ -584,7 +660,17 @@ const rootShape = {
 };
 
 /** The whole document. Its output is the validated raw config that expand.ts turns into a Plan. */
-export const configSchema = z.strictObject(rootShape);
+export const configSchema = z.strictObject(rootShape).superRefine((config, ctx) => {
+  const only = config.acme?.challenges;
+  const issuer = config.tls?.issuer ?? DEFAULTS.issuer;
+  if (issuer === 'acme' && config.listen?.http === null && only !== undefined && only.every((c) => c === 'http-01')) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['acme', 'challenges'],
+      message: 'http-01 is answered on the plain-HTTP listener, which listen.http: null disables; add tls-alpn-01 or enable listen.http',
+    });
+  }
+});
 
 export type RawConfig = z.output<typeof configSchema>;
 
@@ -596,6 +682,9 @@ export const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
   tls: Object.keys(tlsShape),
   'tls.files[]': Object.keys(tlsFileShape),
   acme: Object.keys(acmeShape),
+  'acme.eab': Object.keys(eabShape),
+  'acme.fallback[]': Object.keys(caShape),
+  'acme.fallback[].eab': Object.keys(eabShape),
   proxy: Object.keys(proxyShape),
   log: Object.keys(logShape),
 };

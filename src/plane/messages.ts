@@ -19,8 +19,15 @@ export interface CertificateMaterial {
 export type ControlToData =
   | { readonly type: 'plan'; readonly plan: Plan }
   | { readonly type: 'certificate'; readonly material: CertificateMaterial }
+  /** ACME HTTP-01: answer `GET /.well-known/acme-challenge/<token>` with the key authorization. */
   | { readonly type: 'challenge-add'; readonly token: string; readonly keyAuthorization: string }
-  | { readonly type: 'challenge-remove'; readonly token: string };
+  | { readonly type: 'challenge-remove'; readonly token: string }
+  /**
+   * ACME TLS-ALPN-01: a ClientHello for `name` offering ALPN `acme-tls/1` gets this self-signed
+   * challenge certificate (RFC 8737) on every HTTPS listener; other handshakes are unaffected.
+   */
+  | { readonly type: 'alpn-challenge-add'; readonly name: string; readonly certPem: string; readonly keyPem: string }
+  | { readonly type: 'alpn-challenge-remove'; readonly name: string };
 
 export type DataToControl =
   | { readonly type: 'challenge-hit'; readonly token: string; readonly host: string }

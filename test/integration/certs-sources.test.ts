@@ -90,7 +90,7 @@ describe('createCertificateSource', () => {
   it('acme: a ManagedSource over the ACME issuer, keyed by the directory; no network until started', async () => {
     const plan: Plan = {
       ...planWith({ issuer: 'acme' }, ['example.com']),
-      acme: { email: null, directory: 'https://acme-v02.api.letsencrypt.org/directory', caRoots: [] },
+      acme: { email: null, directory: 'https://acme-v02.api.letsencrypt.org/directory', caRoots: [], eab: null, profile: null, challenges: ['http-01', 'tls-alpn-01'], keyType: 'p256', fallbacks: [] },
     };
     const { source, notes } = await createCertificateSource(plan, silentLogger, new ManualClock(), () => undefined);
     expect(source).toBeInstanceOf(ManagedSource);
@@ -104,7 +104,7 @@ describe('createCertificateSource', () => {
     );
     const plan: Plan = {
       ...planWith({ issuer: 'acme' }, ['example.com']),
-      acme: { email: null, directory: 'https://acme-v02.api.letsencrypt.org/directory', caRoots: [] },
+      acme: { email: null, directory: 'https://acme-v02.api.letsencrypt.org/directory', caRoots: [], eab: null, profile: null, challenges: ['http-01', 'tls-alpn-01'], keyType: 'p256', fallbacks: [] },
     };
     await expect(createCertificateSource(plan, silentLogger)).rejects.toThrow(/needs a channel to the data plane/);
   });

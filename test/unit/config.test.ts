@@ -104,7 +104,7 @@ describe('defaults', () => {
         maxAgeSeconds: 3600,
       },
       tls: { issuer: 'acme' },
-      acme: { email: null, directory: LETSENCRYPT, caRoots: [] },
+      acme: { email: null, directory: LETSENCRYPT, caRoots: [], eab: null, profile: null, challenges: ['http-01', 'tls-alpn-01'], keyType: 'p256', fallbacks: [] },
       storage: '/srv/edge/certs',
       trustedProxies: [],
       drainTimeoutMs: 10_000,
@@ -769,7 +769,7 @@ describe('paths, issuers, proxy settings', () => {
       ),
     );
     expect(plan.storage).toBe('/srv/edge/data/certs');
-    expect(plan.acme).toEqual({
+    expect(plan.acme).toMatchObject({
       email: null,
       directory: 'https://localhost:14000/dir',
       caRoots: ['/srv/edge/pebble.minica.pem', '/etc/ssl/root.pem', '/srv/up.pem'],
@@ -790,17 +790,99 @@ describe('paths, issuers, proxy settings', () => {
   });
 
   test.each([
-    ['letsencrypt', 'https://acme-v02.api.letsencrypt.org/directory'],
-    ['letsencrypt-staging', 'https://acme-staging-v02.api.letsencrypt.org/directory'],
-    ['zerossl', 'https://acme.zerossl.com/v2/DV90'],
-    ['google', 'https://dv.acme-v02.api.pki.goog/directory'],
-    ['buypass', 'https://api.buypass.com/acme/directory'],
-  ])('acme.ca preset %s', (ca, directory) => {
-    expect(planOf(yaml('server_name: example.com', `acme: { ca: ${ca}, email: a@example.com }`)).plan.acme).toEqual({
+    ['letsencrypt', 'https://acme-v02.api.letsencrypt.org/directory', ''],
+    ['letsencrypt-staging', 'https://acme-staging-v02.api.letsencrypt.org/directory', ''],
+    ['zerossl', 'https://acme.zerossl.com/v2/DV90', ', eab: { kid: k1, hmac_key: abcdefghijklmnop_-12 }'],
+    ['google', 'https://dv.acme-v02.api.pki.goog/directory', ', eab: { kid: k1, hmac_key: abcdefghijklmnop_-12 }'],
+    ['buypass', 'https://api.buypass.com/acme/directory', ''],
+  ])('acme.ca preset %s', (ca, directory, eab) => {
+    expect(planOf(yaml('server_name: example.com', `acme: { ca: ${ca}, email: a@example.com${eab} }`)).plan.acme).toEqual({
       email: 'a@example.com',
       directory,
       caRoots: [],
+      eab: eab === '' ? null : { kid: 'k1', hmacKey: 'abcdefghijklmnop_-12' },
+      profile: null,
+      challenges: ['http-01', 'tls-alpn-01'],
+      keyType: 'p256',
+      fallbacks: [],
     });
+  });
+
+  test.each(['zerossl', 'google'])('acme.ca %s without eab is an error naming where the credentials come from', (ca) => {
+    const errors = errorsOf(yaml('server_name: example.com', 'acme:', `  ca: ${ca}`));
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatchObject({ line: 3, key: 'acme.ca' });
+    expect(errors[0]!.message).toMatch(/requires External Account Binding: add acme\.eab: \{ kid: \.\.\., hmac_key: \.\.\. \}/);
+  });
+
+  test('acme: eab, profile, challenges, key type and fallback CAs reach the plan', () => {
+    const { plan, warnings } = planOf(
+      yaml(
+        'server_name: example.com',
+        'acme:',
+        '  email: a@example.com',
+        '  ca: https://ca.example.net/dir',
+        '  ca_roots: [roots.pem]',
+        '  eab: { kid: kid-1, hmac_key: zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W }',
+        '  profile: shortlived',
+        '  challenges: [tls-alpn-01, http-01]',
+        '  key_type: rsa2048',
+        '  fallback:',
+        '    - ca: letsencrypt',
+        '    - ca: zerossl',
+        '      email: b@example.com',
+        '      eab: { kid: z, hmac_key: 0123456789abcdefABCDEF== }',
+      ),
+    );
+    expect(warnings).toEqual([]);
+    expect(plan.acme).toEqual({
+      email: 'a@example.com',
+      directory: 'https://ca.example.net/dir',
+      caRoots: [path.resolve('/srv/edge', 'roots.pem')],
+      eab: { kid: 'kid-1', hmacKey: 'zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W' },
+      profile: 'shortlived',
+      challenges: ['tls-alpn-01', 'http-01'],
+      keyType: 'rsa2048',
+      fallbacks: [
+        { email: 'a@example.com', directory: 'https://acme-v02.api.letsencrypt.org/directory', caRoots: [], eab: null, profile: null },
+        { email: 'b@example.com', directory: 'https://acme.zerossl.com/v2/DV90', caRoots: [], eab: { kid: 'z', hmacKey: '0123456789abcdefABCDEF' }, profile: null },
+      ],
+    });
+  });
+
+  test('acme: bad values name the key', () => {
+    const errors = errorsOf(
+      yaml(
+        'server_name: example.com',
+        'acme:',
+        '  eab: { kid: "", hmac_key: "not base64!" }',
+        '  challenges: [dns-01]',
+        '  key_type: ed25519',
+        '  profile: "short lived"',
+        '  fallback:',
+        '    - ca: google',
+        '      emial: x@example.com',
+      ),
+    );
+    expect(errors.map((e) => `${e.line} ${e.key}: ${e.message}`)).toEqual([
+      expect.stringMatching(/^3 acme\.eab\.kid: expected the key identifier/),
+      expect.stringMatching(/^3 acme\.eab\.hmac_key: expected the HMAC key your CA issued: base64url/),
+      "4 acme.challenges[0]: expected one of http-01, tls-alpn-01; got 'dns-01'",
+      "5 acme.key_type: expected one of p256, p384, rsa2048, rsa4096; got 'ed25519'",
+      expect.stringMatching(/^6 acme\.profile: expected a profile name/),
+      expect.stringMatching(/^8 acme\.fallback\[0\]\.ca: Google Trust Services requires External Account Binding: add eab: /),
+      expect.stringMatching(/^9 acme\.fallback\[0\]\.emial: unknown key 'emial' \(did you mean 'email'\?\)/),
+    ]);
+  });
+
+  test('acme: http-01 alone with listen.http null is an error; with both, tls-alpn-01 is used alone', () => {
+    expect(errorsOf(yaml('server_name: example.com', 'listen: { http: null }', 'acme: { challenges: [http-01] }'))).toEqual([
+      expect.objectContaining({ key: 'acme.challenges', message: expect.stringMatching(/listen\.http: null disables/) }),
+    ]);
+    expect(planOf(yaml('server_name: example.com', 'listen: { http: null }')).plan.acme!.challenges).toEqual(['tls-alpn-01']);
+    const both = planOf(yaml('server_name: example.com', 'listen: { http: null }', 'acme: { challenges: [http-01, tls-alpn-01] }'));
+    expect(both.plan.acme!.challenges).toEqual(['tls-alpn-01']);
+    expect(both.warnings).toEqual([expect.objectContaining({ key: 'acme.challenges', message: expect.stringMatching(/http-01 is skipped/) })]);
   });
 
   test('an acme section with another issuer is ignored with a warning', () => {
