@@ -36,6 +36,10 @@ export interface CertificateMeta {
   readonly lastAttempt?: string;
   /** Error message of the last attempt, when it failed. */
   readonly lastError?: string;
+  /** ISO 8601 of the planned renewal, as the last running edge planned it. */
+  readonly nextRenewal?: string;
+  /** Why then: "ARI window …" or "1/3 of lifetime left". */
+  readonly nextRenewalReason?: string;
 }
 
 export interface StoredCertificate {
@@ -177,11 +181,11 @@ export class FileStore {
   }
 
   /** Storage-relative paths of a certificate's three files. */
-  certificatePaths(issuer: string, name: string): { cert: string; key: string; meta: string } {
+  certificatePaths(issuer: string, name: string): { cert: string; key: string; meta: string; staged: string } {
     validateIssuer(issuer);
     const key = storageKey(name);
     const dir = `certificates/${issuer}/${key}`;
-    return { cert: `${dir}/${key}.crt`, key: `${dir}/${key}.key`, meta: `${dir}/${key}.json` };
+    return { cert: `${dir}/${key}.crt`, key: `${dir}/${key}.key`, meta: `${dir}/${key}.json`, staged: `${dir}/${key}.new.crt` };
   }
 
   /**
@@ -196,11 +200,19 @@ export class FileStore {
     if (cert === null) return null;
     const key = await this.readFile(rel.key);
     if (key === null) throw new Error(`${paths.cert} has no private key: ${paths.key} is missing`);
-    const certPem = cert.toString('utf8');
+    let certPem = cert.toString('utf8');
     const keyPem = key.toString('utf8');
-    const chain = parseCertificateChain(certPem, paths.cert);
+    let chain = parseCertificateChain(certPem, paths.cert);
+    const privateKey = parsePrivateKey(keyPem, paths.key);
+    try {
+      checkKeyMatches(chain[0]!, privateKey, paths.cert, paths.key);
+    } catch (err) {
+      // A replacement interrupted between the key and the chain: the new chain is staged beside.
+      const recovered = await this.recoverStaged(rel, privateKey);
+      if (recovered === null) throw err;
+      ({ certPem, chain } = recovered);
+    }
     const leaf = chain[0]!;
-    checkKeyMatches(leaf, parsePrivateKey(keyPem, paths.key), paths.cert, paths.key);
 
     const recorded = await this.readMeta(rel.meta);
     const names =
@@ -215,6 +227,8 @@ export class FileStore {
       notAfter: leaf.validToDate.toISOString(),
       ...(typeof recorded.lastAttempt === 'string' ? { lastAttempt: recorded.lastAttempt } : {}),
       ...(typeof recorded.lastError === 'string' ? { lastError: recorded.lastError } : {}),
+      ...(typeof recorded.nextRenewal === 'string' ? { nextRenewal: recorded.nextRenewal } : {}),
+      ...(typeof recorded.nextRenewalReason === 'string' ? { nextRenewalReason: recorded.nextRenewalReason } : {}),
     };
     return { certPem, keyPem, chain, leaf, meta, paths };
   }
@@ -234,12 +248,39 @@ export class FileStore {
     }
   }
 
-  /** Writes key, then certificate, then metadata; each atomically. */
+  /**
+   * Replaces a certificate so that a crash at any instant leaves a usable pair: the new chain is
+   * staged beside (`<name>.new.crt`), then the key and the chain are replaced, each atomically, then
+   * the stage is removed. A reader that finds the new key beside the old chain takes the staged
+   * chain (see loadCertificate). Metadata last.
+   */
   async saveCertificate(issuer: string, name: string, material: CertificateToSave): Promise<void> {
     const rel = this.certificatePaths(issuer, name);
+    await this.writeFile(rel.staged, material.certPem, { secret: false });
     await this.writeFile(rel.key, material.keyPem, { secret: true });
     await this.writeFile(rel.cert, material.certPem, { secret: false });
+    await fsp.rm(this.resolve(rel.staged), { force: true });
     await this.writeFile(rel.meta, JSON.stringify(material.meta, null, 2) + '\n', { secret: false });
+  }
+
+  /** The staged chain when it matches `key`, made the stored chain; null otherwise. */
+  private async recoverStaged(
+    rel: { cert: string; staged: string },
+    key: KeyObject,
+  ): Promise<{ certPem: string; chain: X509Certificate[] } | null> {
+    const staged = await this.readFile(rel.staged);
+    if (staged === null) return null;
+    const certPem = staged.toString('utf8');
+    let chain: X509Certificate[];
+    try {
+      chain = parseCertificateChain(certPem, this.resolve(rel.staged));
+      if (!chain[0]!.checkPrivateKey(key)) return null;
+    } catch {
+      return null;
+    }
+    await this.writeFile(rel.cert, certPem, { secret: false }).catch(() => undefined);
+    await fsp.rm(this.resolve(rel.staged), { force: true }).catch(() => undefined);
+    return { certPem, chain };
   }
 
   /**
@@ -247,12 +288,21 @@ export class FileStore {
    * (a Caddy file's `sans`/`issuer_data` survive). No-op when no certificate is stored.
    */
   async recordAttempt(issuer: string, name: string, attempt: { at: string; error?: string }): Promise<void> {
+    await this.updateMeta(issuer, name, { lastAttempt: attempt.at, lastError: attempt.error });
+  }
+
+  /**
+   * Merges `patch` into a certificate's `.json` (undefined values remove keys), keeping every other
+   * key. No-op when no certificate is stored.
+   */
+  async updateMeta(issuer: string, name: string, patch: Readonly<Record<string, unknown>>): Promise<void> {
     const rel = this.certificatePaths(issuer, name);
     if ((await this.readFile(rel.cert)) === null) return;
-    const recorded = await this.readMeta(rel.meta);
-    const next: Record<string, unknown> = { ...recorded, lastAttempt: attempt.at };
-    if (attempt.error === undefined) delete next.lastError;
-    else next.lastError = attempt.error;
+    const next: Record<string, unknown> = { ...(await this.readMeta(rel.meta)) };
+    for (const [key, value] of Object.entries(patch)) {
+      if (value === undefined) delete next[key];
+      else next[key] = value;
+    }
     await this.writeFile(rel.meta, JSON.stringify(next, null, 2) + '\n', { secret: false });
   }
 

@@ -1,0 +1,43 @@
+// A storage writer as a child process, for the crash-consistency test of certificate replacement
+// (test/integration/certs-store-crash.test.ts).
+//
+//   node proc-save.js <storage> <issuer> <name> <pairs.json>
+//
+// pairs.json is [{ certPem, keyPem, serial }, …]. The child saves them over each other in a loop
+// (printing "SAVING" once) until it is killed. src/store/fs-store.ts is compiled on require with
+// @swc/core, so the child runs the same source as the test whatever state dist/ is in.
+'use strict';
+const fs = require('node:fs');
+const { transformSync } = require('@swc/core');
+
+require.extensions['.ts'] = (module, filename) => {
+  const { code } = transformSync(fs.readFileSync(filename, 'utf8'), {
+    filename,
+    jsc: { target: 'es2023', parser: { syntax: 'typescript' } },
+    module: { type: 'commonjs' },
+  });
+  module._compile(code, filename);
+};
+
+const { FileStore } = require('../../src/store/fs-store.ts');
+
+const [storage, issuer, name, pairsFile] = process.argv.slice(2);
+const pairs = JSON.parse(fs.readFileSync(pairsFile, 'utf8'));
+const store = new FileStore(storage);
+
+async function main() {
+  process.stdout.write('SAVING\n');
+  for (let i = 0; ; i++) {
+    const pair = pairs[i % pairs.length];
+    await store.saveCertificate(issuer, name, {
+      certPem: pair.certPem,
+      keyPem: pair.keyPem,
+      meta: { names: [name], issuer, serial: pair.serial, notBefore: '', notAfter: '' },
+    });
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`${err.stack ?? err}\n`);
+  process.exit(1);
+});
