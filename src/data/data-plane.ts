@@ -1,16 +1,19 @@
 /**
  * The data plane: owns the sockets. HTTPS listeners (HTTP/2 and HTTP/1.1 by ALPN, TLS 1.2+,
  * certificate by SNI), the plain-HTTP listener, routing, forwarding, inline well-known and ACME
- * challenge answers. It keeps no durable state: everything it serves arrives as plane messages.
+ * challenge answers (HTTP-01 on the plain listener, TLS-ALPN-01 on every HTTPS listener). It
+ * keeps no durable state: everything it serves arrives as plane messages.
  */
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import { isIPv6, type Socket } from 'node:net';
 import type { BlockList } from 'node:net';
 import type { Duplex } from 'node:stream';
+import * as tls from 'node:tls';
 import type { Plan } from '../config/plan';
 import type { Logger } from '../observe/log';
 import type { ControlToData } from '../plane/messages';
+import { CLIENT_HELLO_LIMIT, inspectClientHello } from './client-hello';
 import { Exchange, type Req, type Res } from './exchange';
 import { sendMatrixError } from './handlers/errors';
 import { PlainHttpHandler } from './handlers/plain-http';
@@ -39,6 +42,14 @@ type Server = http2.Http2SecureServer | http.Server;
 
 const NO_SUCH_ADDRESS = new Set(['EADDRNOTAVAIL', 'EAFNOSUPPORT']);
 
+/** The ALPN protocol of ACME TLS-ALPN-01 validations (RFC 8737). */
+const ACME_TLS_ALPN = 'acme-tls/1';
+/**
+ * While a TLS-ALPN-01 validation is pending: how long a new HTTPS connection may take to send its
+ * ClientHello, and a validation connection to finish its handshake and close.
+ */
+const SCREEN_TIMEOUT_MS = 10_000;
+
 class BindError extends Error {
   constructor(
     message: string,
@@ -60,6 +71,10 @@ export class DataPlane {
   private serving: Serving | null = null;
   private certificates: CertificateTable | null = null;
   private readonly challenges = new Map<string, string>();
+  /** TLS-ALPN-01 answers: name (lower case) → the context with its challenge certificate. */
+  private readonly alpnChallenges = new Map<string, tls.SecureContext>();
+  /** HTTPS connections whose ClientHello is being read, and validation handshakes in progress. */
+  private readonly screening = new Set<Socket>();
   private readonly servers: Server[] = [];
   private readonly sockets = new Set<Socket>();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
@@ -85,6 +100,15 @@ export class DataPlane {
         return;
       case 'challenge-remove':
         this.challenges.delete(message.token);
+        return;
+      case 'alpn-challenge-add':
+        this.alpnChallenges.set(
+          message.name.toLowerCase(),
+          tls.createSecureContext({ ...TLS_BASE, cert: message.certPem, key: message.keyPem }),
+        );
+        return;
+      case 'alpn-challenge-remove':
+        this.alpnChallenges.delete(message.name.toLowerCase());
         return;
     }
   }
@@ -185,6 +209,7 @@ export class DataPlane {
       settings: { maxConcurrentStreams: 256 },
     });
     Object.assign(server, HTTP1_LIMITS);
+    this.screenConnections(server);
     const stopWatching = certificates.onDefaultChange((m) => server.setSecureContext({ ...TLS_BASE, cert: m.certPem, key: m.keyPem }));
     server.once('close', stopWatching);
     server.on('secureConnection', (socket: Socket) => this.track(socket));
@@ -197,6 +222,105 @@ export class DataPlane {
     server.on('checkContinue', (req: Req, res: Res) => this.onRequest(req, res, true));
     server.on('connect', refuseConnect);
     return server;
+  }
+
+  /**
+   * Puts a look at the ClientHello in front of the server's own TLS handshake, used only while a
+   * TLS-ALPN-01 validation is pending: otherwise each connection goes to the server's handshake
+   * at once, exactly as if nothing stood in front.
+   */
+  private screenConnections(server: http2.Http2SecureServer): void {
+    const listeners = server.listeners('connection');
+    if (listeners.length !== 1) throw new Error(`data plane: expected one TLS connection listener on the HTTPS server, found ${listeners.length}`);
+    const handshake = listeners[0] as (this: http2.Http2SecureServer, socket: Socket) => void;
+    server.removeListener('connection', handshake);
+    const normal = (socket: Socket): void => handshake.call(server, socket);
+    server.on('connection', (socket: Socket) => {
+      if (this.alpnChallenges.size === 0) normal(socket);
+      else this.screen(socket, normal);
+    });
+  }
+
+  /**
+   * Read the ClientHello without consuming it, then hand the connection on: offers of
+   * `acme-tls/1` to the validation answer, everything else (other protocols, malformed or
+   * oversized hellos included) to the normal handshake with the bytes put back in front.
+   */
+  private screen(socket: Socket, normal: (socket: Socket) => void): void {
+    this.screening.add(socket);
+    // Stays for the socket's life: an error on a connection concerns only that connection.
+    socket.on('error', ignore);
+    const chunks: Buffer[] = [];
+    let received = 0;
+    /** The first bytes in one piece, as far as the ClientHello reader looks; only when they came in several chunks. */
+    let window: Buffer | null = null;
+    let windowed = 0;
+    let windowedChunks = 0;
+    let verdict = inspectClientHello(Buffer.alloc(0));
+    const timer = setTimeout(() => socket.destroy(), SCREEN_TIMEOUT_MS);
+    const stop = (): void => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.off('close', stop);
+      this.screening.delete(socket);
+    };
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      received += chunk.length;
+      if (verdict.kind !== 'need-more' || received < verdict.atLeast) return;
+      let seen = chunk;
+      if (chunks.length > 1) {
+        window ??= Buffer.allocUnsafe(CLIENT_HELLO_LIMIT);
+        for (; windowedChunks < chunks.length && windowed < window.length; windowedChunks++) windowed += chunks[windowedChunks]!.copy(window, windowed);
+        seen = window.subarray(0, windowed);
+      }
+      verdict = inspectClientHello(seen, { from: verdict.progress });
+      if (verdict.kind === 'need-more') return;
+      stop();
+      socket.pause();
+      socket.unshift(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, received));
+      if (verdict.kind === 'hello' && verdict.alpn.includes(ACME_TLS_ALPN)) this.answerValidation(socket, verdict.serverName);
+      else normal(socket);
+    };
+    // The peer gave up before its ClientHello was complete.
+    const onEnd = (): void => {
+      socket.destroy();
+    };
+    socket.on('data', onData);
+    socket.once('end', onEnd);
+    socket.once('close', stop);
+  }
+
+  /**
+   * RFC 8737: negotiate `acme-tls/1` with the challenge certificate for the name, then close
+   * without application data. With no challenge pending for the name there is no handshake at
+   * all: `acme-tls/1` is never negotiated with the served certificate.
+   */
+  private answerValidation(socket: Socket, name: string | null): void {
+    const context = name === null ? undefined : this.alpnChallenges.get(name);
+    if (this.closing || context === undefined) {
+      this.log.debug({ component: 'tls', name, challenge: 'tls-alpn-01' }, 'refused an acme-tls/1 handshake: no challenge pending for the name');
+      socket.destroy();
+      return;
+    }
+    const secure = new tls.TLSSocket(socket, { isServer: true, secureContext: context, ALPNProtocols: [ACME_TLS_ALPN] });
+    this.screening.add(secure);
+    const timer = setTimeout(() => secure.destroy(), SCREEN_TIMEOUT_MS);
+    secure.on('error', () => secure.destroy());
+    secure.once('secure', () => {
+      if (secure.alpnProtocol !== ACME_TLS_ALPN) {
+        secure.destroy();
+        return;
+      }
+      this.log.info({ component: 'tls', name, challenge: 'tls-alpn-01' }, 'answered a TLS-ALPN-01 validation');
+      secure.resume(); // anything the peer still sends is dropped
+      secure.end();
+    });
+    secure.once('close', () => {
+      clearTimeout(timer);
+      this.screening.delete(secure);
+    });
   }
 
   private createHttp(): http.Server {
@@ -269,6 +393,8 @@ export class DataPlane {
   async close(drainMs: number): Promise<void> {
     this.closing = true;
     const closed = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    // Connections still showing their ClientHello, and validation handshakes, are not requests to drain.
+    for (const socket of this.screening) socket.destroy();
     for (const session of this.sessions) session.close();
     const idleSweep = setInterval(() => {
       for (const s of this.servers) if ('closeIdleConnections' in s) s.closeIdleConnections();
@@ -297,6 +423,8 @@ const CONNECT_REFUSAL = (() => {
   const body = JSON.stringify({ errcode: 'M_UNRECOGNIZED', error: 'CONNECT is not supported: this is not a forward proxy' });
   return `HTTP/1.1 405 Method Not Allowed\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
 })();
+
+function ignore(): void {}
 
 function refuseConnect(_req: http.IncomingMessage, socket: Duplex): void {
   socket.end(CONNECT_REFUSAL);
