@@ -29,6 +29,13 @@ export interface PebbleOptions {
   readonly eab?: boolean;
   /** Extra environment for pebble, e.g. { PEBBLE_WFE_NONCEREJECT: '30' }. */
   readonly env?: Record<string, string>;
+  /** Port of the ACME API (default: a free one), e.g. to point an edge at it before Pebble runs. */
+  readonly listenPort?: number;
+  /**
+   * Pebble's own HTTPS certificate (default: a fresh one from a new throw-away CA), e.g. to keep
+   * the edge's `acme.ca_roots` valid across Pebble restarts. The files are left in place on stop.
+   */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string; readonly caRootsFile: string };
 }
 
 export interface RunningPebble {
@@ -36,6 +43,12 @@ export interface RunningPebble {
   readonly directory: string;
   /** PEM file that verifies Pebble's own HTTPS (for acme.ca_roots). */
   readonly caRootsFile: string;
+  /** Pebble's own HTTPS certificate (PEM, for localhost and 127.0.0.1, issued under `caRootsFile`). */
+  readonly certFile: string;
+  /** Private key (PEM) of `certFile`. */
+  readonly keyFile: string;
+  /** Where Pebble's ACME API listens: "127.0.0.1:<port>". */
+  readonly listenAddress: string;
   /** kid → base64url HMAC key, when started with `eab: true`. */
   readonly eabKeys: Readonly<Record<string, string>>;
   /** Everything pebble wrote to stdout/stderr so far. */
@@ -125,6 +138,20 @@ async function kill(proc: Proc): Promise<void> {
   }
 }
 
+/**
+ * Pebble's own HTTPS certificate (for localhost and 127.0.0.1) from a throw-away local CA (Node
+ * crypto only), written under `dir`; `caRootsFile` verifies it.
+ */
+export async function pebbleTls(dir: string): Promise<{ certFile: string; keyFile: string; caRootsFile: string }> {
+  const ca = await LocalCa.open(new FileStore(path.join(dir, 'ca')), silentLogger);
+  const api = await ca.issue(['localhost', '127.0.0.1'], 24 * 3600_000);
+  const certFile = path.join(dir, 'pebble.crt');
+  const keyFile = path.join(dir, 'pebble.key');
+  fs.writeFileSync(certFile, api.certPem);
+  fs.writeFileSync(keyFile, api.keyPem, { mode: 0o600 });
+  return { certFile, keyFile, caRootsFile: ca.rootPemPath };
+}
+
 export async function startPebble(opts: PebbleOptions): Promise<RunningPebble> {
   if (!pebbleInstalled()) throw new Error(`${PEBBLE} is not installed: run scripts/test-deps.sh (apt-get install -y pebble)`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'matrix-edge-pebble-'));
@@ -134,19 +161,13 @@ export async function startPebble(opts: PebbleOptions): Promise<RunningPebble> {
     fs.rmSync(dir, { recursive: true, force: true });
   };
   try {
-    // Pebble's own HTTPS certificate, from a throw-away local CA (Node crypto only).
-    const ca = await LocalCa.open(new FileStore(path.join(dir, 'ca')), silentLogger);
-    const api = await ca.issue(['localhost', '127.0.0.1'], 24 * 3600_000);
-    const certFile = path.join(dir, 'pebble.crt');
-    const keyFile = path.join(dir, 'pebble.key');
-    fs.writeFileSync(certFile, api.certPem);
-    fs.writeFileSync(keyFile, api.keyPem, { mode: 0o600 });
-    const caRootsFile = ca.rootPemPath;
+    // Pebble's own HTTPS certificate: the one given, or a fresh one from a throw-away local CA.
+    const { certFile, keyFile, caRootsFile } = opts.tls ?? (await pebbleTls(dir));
 
     const [dnsPort, managementPort, listenPort, pebbleManagementPort] = [
       await freeDnsPort(),
       await freePort(),
-      await freePort(),
+      opts.listenPort ?? (await freePort()),
       await freePort(),
     ];
     const eabKeys: Record<string, string> = opts.eab
@@ -214,6 +235,9 @@ export async function startPebble(opts: PebbleOptions): Promise<RunningPebble> {
     return {
       directory,
       caRootsFile,
+      certFile,
+      keyFile,
+      listenAddress: `127.0.0.1:${listenPort}`,
       eabKeys,
       output: () => `${pebble.output}\n--- pebble-challtestsrv ---\n${dns.output}`,
       async issuingRoot() {
