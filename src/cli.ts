@@ -1,7 +1,8 @@
-/** The `matrix-edge` command line: start, check (more later: certs, renew). */
+/** The `matrix-edge` command line: start, check, certs, renew. */
 import { describePlan, formatIssue } from './config/describe';
 import { loadConfigFile } from './config/load';
 import type { LoadResult } from './config/plan';
+import { listCertificates, renewCertificates } from './cli-certs';
 import { startEdge } from './edge';
 import { createLogger } from './observe/log';
 
@@ -12,6 +13,8 @@ const USAGE = `Usage: matrix-edge <command> [--config FILE]
 Commands:
   start   Run the edge: TLS listeners, forwarding to the homeserver, inline well-known.
   check   Validate the config and print the effective plan (exit 0), or every error (exit 2).
+  certs   List every name's certificate: issuer, serial, expiry, next renewal and why, last error.
+  renew   Renew certificates now (all names, or those given); a running edge does it and serves them.
 
 Options:
   --config FILE   The YAML config (default: ${DEFAULT_CONFIG})
@@ -32,32 +35,68 @@ Validates the config (default: ${DEFAULT_CONFIG}) without binding anything. Prin
 effective plan (names, listeners, upstream, routes, well-known bodies, certificate names) and
 exits 0, or prints every error as FILE:LINE:COLUMN KEY: MESSAGE and exits 2.
 `,
+  certs: `Usage: matrix-edge certs [--config FILE] [--json]
+
+Lists every configured name with the certificate served for it: issuer, serial, expiry, the
+next renewal time and why (the CA's ARI window or the 1/3-of-lifetime rule), and the last
+error. Asks the edge running on the same storage when there is one, else reads the storage.
+Exit 0; 1 when a name has no certificate or its last renewal failed.
+`,
+  renew: `Usage: matrix-edge renew [--config FILE] [--force] [NAME...]
+
+Renews the certificates of the given names (default: every name) now, when they are due —
+or at once with --force. The edge running on the same storage does the renewal (its listeners
+answer the CA's challenges, it holds the storage lock, and it serves the new certificate at once,
+without a restart). With no edge running, the listeners are bound for the time of the renewal.
+Exit 0 when every renewal succeeded, 1 otherwise.
+`,
 };
 
 interface Args {
   readonly command: string | undefined;
   readonly config: string;
   readonly help: boolean;
+  readonly force: boolean;
+  readonly json: boolean;
+  /** Extra words after the command (renew's names). */
+  readonly rest: readonly string[];
   readonly problem?: string;
 }
+
+/** Options only some commands take. */
+const COMMAND_FLAGS: Readonly<Record<string, readonly string[]>> = { renew: ['--force'], certs: ['--json'] };
 
 export function parseArgs(argv: readonly string[]): Args {
   let command: string | undefined;
   let config = DEFAULT_CONFIG;
   let help = false;
+  const flags = new Set<string>();
+  const rest: string[] = [];
+  const done = (problem?: string): Args => ({
+    command,
+    config,
+    help,
+    force: flags.has('--force'),
+    json: flags.has('--json'),
+    rest,
+    ...(problem === undefined ? {} : { problem }),
+  });
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--help' || arg === '-h') help = true;
     else if (arg === '--config' || arg === '-c') {
       const value = argv[++i];
-      if (value === undefined) return { command, config, help, problem: `${arg} needs a file name` };
+      if (value === undefined) return done(`${arg} needs a file name`);
       config = value;
     } else if (arg.startsWith('--config=')) config = arg.slice('--config='.length);
-    else if (arg.startsWith('-')) return { command, config, help, problem: `unknown option ${arg}` };
-    else if (command === undefined) command = arg;
-    else return { command, config, help, problem: `unexpected argument ${arg}` };
+    else if (arg.startsWith('-')) {
+      if (command === undefined || !(COMMAND_FLAGS[command] ?? []).includes(arg)) return done(`unknown option ${arg}`);
+      flags.add(arg);
+    } else if (command === undefined) command = arg;
+    else if (command === 'renew') rest.push(arg.toLowerCase());
+    else return done(`unexpected argument ${arg}`);
   }
-  return { command, config, help };
+  return done();
 }
 
 function reportConfig(result: LoadResult): void {
@@ -96,6 +135,15 @@ export async function main(argv: readonly string[]): Promise<number | undefined>
     }
     process.stdout.write(describePlan(result.plan, result.warnings));
     return 0;
+  }
+  if (args.command === 'certs' || args.command === 'renew') {
+    if (!result.ok) {
+      reportConfig(result);
+      return 2;
+    }
+    return args.command === 'certs'
+      ? listCertificates(result.plan, { json: args.json })
+      : renewCertificates(result.plan, { names: args.rest, force: args.force });
   }
   return start(result);
 }

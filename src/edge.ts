@@ -3,8 +3,10 @@
  * plane messages. With one process the channel is a function call.
  */
 import type { Plan } from './config/plan';
-import { systemClock } from './control/clock';
-import { createCertificateSource } from './control/sources';
+import { ControlSocket } from './control/control-socket';
+import { systemClock, type Clock } from './control/clock';
+import { ManagedSource } from './control/managed-source';
+import { createCertificateSource, type CertificateTiming } from './control/sources';
 import type { CertificateSource } from './control/source';
 import { DataPlane, type BoundListener } from './data/data-plane';
 import type { Logger } from './observe/log';
@@ -13,35 +15,59 @@ export interface RunningEdge {
   readonly listeners: readonly BoundListener[];
   /** Lines worth telling the operator at start (e.g. where the local CA's root is). */
   readonly notes: readonly string[];
+  /** The certificate source (ACME/local CA: a ManagedSource with status and renewNow). */
+  readonly certificates: CertificateSource;
   /** Stop accepting, drain for up to `drainMs` (default: the plan's), stop the control plane. */
   stop(drainMs?: number): Promise<void>;
 }
 
-export async function startEdge(plan: Plan, log: Logger): Promise<RunningEdge> {
+export interface EdgeOptions {
+  readonly clock?: Clock;
+  readonly timing?: CertificateTiming;
+  /** Serve `matrix-edge certs` / `renew` on the storage's control socket (default true). */
+  readonly controlSocket?: boolean;
+}
+
+export async function startEdge(plan: Plan, log: Logger, options: EdgeOptions = {}): Promise<RunningEdge> {
   const data = new DataPlane(log.child({ component: 'data' }));
   data.receive({ type: 'plan', plan });
-  const { source, notes } = await createCertificateSource(plan, log.child({ component: 'certs' }), systemClock, (message) =>
-    data.receive(message),
+  const { source, notes } = await createCertificateSource(
+    plan,
+    log.child({ component: 'certs' }),
+    options.clock ?? systemClock,
+    (message) => data.receive(message),
+    options.timing,
   );
   let certificates: CertificateSource | null = source;
-  // ACME challenges (HTTP-01) are answered by the listeners, so they must be up before issuance.
+  let control: ControlSocket | null = null;
+  // ACME challenges are answered by the listeners, so they are up first and never wait on the CA:
+  // stored certificates are served at once, missing ones arrive in the background.
   // The other sources have every certificate at once: bind after, so no handshake finds none.
   const listenFirst = plan.tls.issuer === 'acme';
   try {
     let listeners = listenFirst ? await data.listen() : null;
     await source.start((material) => data.receive({ type: 'certificate', material }));
     listeners ??= await data.listen();
+    if (source instanceof ManagedSource && options.controlSocket !== false) {
+      control = await ControlSocket.open(plan.storage, source, log.child({ component: 'control' }));
+    }
     return {
       listeners,
       notes,
+      certificates: source,
       async stop(drainMs = plan.drainTimeoutMs) {
         certificates?.stop();
         certificates = null;
-        await data.close(drainMs);
+        // The listeners stop accepting first (synchronously inside close), then the rest drains.
+        const draining = data.close(drainMs);
+        await control?.close();
+        control = null;
+        await draining;
       },
     };
   } catch (err) {
     source.stop();
+    await control?.close();
     await data.close(0);
     throw err;
   }

@@ -13,6 +13,13 @@ import { LocalCa } from './issuers/local-ca';
 import { ManagedSource } from './managed-source';
 import type { CertificateSource } from './source';
 
+/** Timing knobs of managed certificates (tests shorten them; production uses the defaults). */
+export interface CertificateTiming {
+  readonly storePollMs?: number;
+  readonly retryBaseMs?: number;
+  readonly random?: () => number;
+}
+
 export interface CertificateSourceSetup {
   readonly source: CertificateSource;
   /** Lines worth printing at start, e.g. where the local CA's root certificate is. */
@@ -27,6 +34,7 @@ export async function createCertificateSource(
   log: Logger,
   clock: Clock = systemClock,
   send?: Send<ControlToData>,
+  timing: CertificateTiming = {},
 ): Promise<CertificateSourceSetup> {
   const tls = plan.tls;
   switch (tls.issuer) {
@@ -35,9 +43,10 @@ export async function createCertificateSource(
       const ca = await LocalCa.open(store, log.child({ issuer: 'local' }), clock);
       const lifetimeMs = tls.leafLifetimeSeconds * 1000;
       const source = new ManagedSource({
+        ...timing,
         names: plan.names,
         store,
-        issuer: { id: 'local', issue: (names) => ca.issue(names, lifetimeMs) },
+        issuers: [{ id: 'local', issue: (names) => ca.issue(names, lifetimeMs) }],
         log,
         clock,
       });
@@ -65,18 +74,31 @@ export async function createCertificateSource(
       if (acme === null) throw new Error('tls.issuer is acme but the plan has no acme section');
       if (send === undefined) throw new Error('tls.issuer acme needs a channel to the data plane for challenge answers');
       const store = new FileStore(plan.storage);
-      const issuer = await AcmeIssuer.create({
-        directory: acme.directory,
-        email: acme.email,
-        caRoots: acme.caRoots,
-        store,
-        send,
-        log: log.child({ issuer: 'acme' }),
-      });
-      const source = new ManagedSource({ names: plan.names, store, issuer, log, clock });
+      const issuers: AcmeIssuer[] = [];
+      for (const ca of [acme, ...acme.fallbacks]) {
+        const issuer = await AcmeIssuer.create({
+          directory: ca.directory,
+          email: ca.email,
+          caRoots: ca.caRoots,
+          eab: ca.eab,
+          profile: ca.profile,
+          challenges: acme.challenges,
+          keyType: acme.keyType,
+          store,
+          send,
+          log: log.child({ issuer: 'acme' }),
+        });
+        if (issuers.some((i) => i.id === issuer.id)) throw new Error(`acme.fallback lists ${ca.directory} twice (or the primary CA again)`);
+        issuers.push(issuer);
+      }
+      const source = new ManagedSource({ ...timing, names: plan.names, store, issuers, log, clock, background: true });
+      const fallbacks = issuers.slice(1).map((i) => i.id);
       return {
         source,
-        notes: [`certificates from the ACME CA ${acme.directory} (storage key ${issuer.id})`],
+        notes: [
+          `certificates from the ACME CA ${acme.directory} (storage key ${issuers[0]!.id}; challenges ${acme.challenges.join(', ')})` +
+            (fallbacks.length > 0 ? `; fallback CAs ${fallbacks.join(', ')}` : ''),
+        ],
       };
     }
     default: {

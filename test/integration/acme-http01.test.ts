@@ -10,6 +10,7 @@ import * as tls from 'node:tls';
 import { AcmeError, AcmeIssuer, accountPaths, acmeIssuerId } from '../../src/control/issuers/acme';
 import { silentLogger } from '../../src/observe/log';
 import type { ControlToData } from '../../src/plane/messages';
+import type { ManagedSource } from '../../src/control/managed-source';
 import { FileStore } from '../../src/store/fs-store';
 import { startTestEdge, tempDir, type TestEdge } from '../support/edge';
 import { freePort, pebbleInstalled, startPebble, type RunningPebble } from '../support/pebble';
@@ -82,6 +83,8 @@ run('ACME HTTP-01 against Pebble', () => {
 
     const started = Date.now();
     edge = await startTestEdge(yaml, { dir, keepPorts: true });
+    // The listeners are up before any certificate: issuance runs in the background.
+    await (edge.edge.certificates as ManagedSource).whenReady();
     const firstLogs = edge.logs;
     expect(edge.httpsPorts).toEqual([httpsPort]);
     expect(edge.httpPort).toBe(httpPort);
@@ -139,6 +142,8 @@ run('ACME HTTP-01 against Pebble', () => {
     edge = null;
     edge = await startTestEdge(yaml, { dir, keepPorts: true });
     const secondLogs = edge.logs;
+    // Stored certificates are installed before start resolves: no wait.
+    expect(secondLogs.filter((l) => l.msg === 'certificate installed' && l.component === 'certs').map((l) => l.from)).toEqual(['storage', 'storage']);
     expect(secondLogs.filter((l) => String(l.msg).startsWith('ACME'))).toEqual([]);
     for (const name of [HOSTNAME, SERVER_NAME]) {
       const got = await served(httpsPort, name, root);
@@ -155,7 +160,7 @@ run('ACME HTTP-01 against Pebble', () => {
     expect(fs.readdirSync(path.dirname(keyFile)).sort()).toEqual(before.files);
   });
 
-  it('a failed HTTP-01 challenge: the error carries the CA problem document, and the answer is withdrawn', async () => {
+  it('failed challenges: HTTP-01 then TLS-ALPN-01 are tried, the error carries the CA problem document, every answer is withdrawn', async () => {
     dir = tempDir('matrix-edge-acme-');
     // Nothing listens on this port: Pebble's validation cannot connect.
     const deadPort = await freePort();
@@ -176,8 +181,8 @@ run('ACME HTTP-01 against Pebble', () => {
     expect(failure).toBeInstanceOf(AcmeError);
     const problem = (failure as AcmeError).problem;
     expect(problem).toEqual(expect.objectContaining({ type: expect.stringMatching(/^urn:ietf:params:acme:error:/) }));
-    expect((failure as AcmeError).message).toMatch(/http-01 challenge for example\.com .*problem document: \{/);
-    expect(sent.map((m) => m.type)).toEqual(['challenge-add', 'challenge-remove']);
+    expect((failure as AcmeError).message).toMatch(/tls-alpn-01 challenge for example\.com .*problem document: \{/);
+    expect(sent.map((m) => m.type)).toEqual(['challenge-add', 'challenge-remove', 'alpn-challenge-add', 'alpn-challenge-remove']);
     const [add, remove] = sent as [Extract<ControlToData, { type: 'challenge-add' }>, Extract<ControlToData, { type: 'challenge-remove' }>];
     expect(remove.token).toBe(add.token);
     expect(add.keyAuthorization.startsWith(`${add.token}.`)).toBe(true);

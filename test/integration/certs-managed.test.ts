@@ -48,7 +48,7 @@ afterEach(async () => {
 });
 
 function makeSource(issuer: Issuer, names: string[], log: Logger): ManagedSource {
-  const source = new ManagedSource({ names, store, issuer, log, clock, random: () => 0.5 });
+  const source = new ManagedSource({ names, store, issuers: [issuer], log, clock, random: () => 0.5, storePollMs: 0 });
   sources.push(source);
   return source;
 }
@@ -141,7 +141,7 @@ describe('ManagedSource', () => {
     clock.advance(60_000);
     await waitFor('the second retry timer', () => clock.nextDue() === due + 60_000 + 120_000);
     clock.advance(120_000);
-    await waitFor('the third retry timer', () => clock.nextDue() === due + 180_000 + 240_000);
+    await waitFor(`the third retry timer (next due ${clock.nextDue()! - due})`, () => clock.nextDue() === due + 180_000 + 240_000);
     expect(issuer.calls).toBe(4);
     expect(installed).toHaveLength(1);
 
@@ -248,5 +248,140 @@ describe('ManagedSource', () => {
     await expect(makeSource(wrong, ['a.example'], captureLog().log).start(() => undefined)).rejects.toThrow(
       /does not cover a\.example/,
     );
+  });
+
+  it('background mode: start resolves before missing certificates exist; whenReady resolves once they do', async () => {
+    const issuer = new TestIssuer(ca);
+    const installed: CertificateMaterial[] = [];
+    const source = new ManagedSource({ names: ['a.example'], store, issuers: [issuer], log: captureLog().log, clock, random: () => 0.5, storePollMs: 0, background: true });
+    sources.push(source);
+    await source.start((m) => installed.push(m));
+    expect(installed).toHaveLength(0);
+    expect(source.status()[0]).toMatchObject({ name: 'a.example', serial: null, nextReason: 'no certificate yet' });
+    clock.advance(0);
+    await source.whenReady();
+    expect(installed).toHaveLength(1);
+    expect(source.status()[0]!.serial).toBe(leafOf(installed[0]!).serialNumber);
+  });
+
+  it('tries each fallback CA in order after the primary fails, and stores under the CA that issued', async () => {
+    const { log, lines } = captureLog();
+    const primary: Issuer = { id: 'primary.example-dir', issue: () => Promise.reject(new Error('primary down')) };
+    const second: Issuer = { id: 'second.example-dir', issue: () => Promise.reject(new Error('second down')) };
+    const third = new TestIssuer(ca);
+    const source = new ManagedSource({ names: ['a.example'], store, issuers: [primary, second, { id: 'third.example-dir', issue: (n) => third.issue(n) }], log, clock, storePollMs: 0 });
+    sources.push(source);
+    await source.start(() => undefined);
+    expect(third.calls).toBe(1);
+    expect(source.status()[0]!.issuer).toBe('third.example-dir');
+    expect(await store.loadCertificate('third.example-dir', 'a.example')).not.toBeNull();
+    expect(lines.filter((l) => l.msg === 'certificate request failed; trying the next CA').map((l) => [l.issuer, l.err])).toEqual([
+      ['primary.example-dir', 'primary down'],
+      ['second.example-dir', 'second down'],
+    ]);
+    // After a restart the stored certificate of the fallback CA is found and served.
+    source.stop();
+    const again = new ManagedSource({ names: ['a.example'], store, issuers: [primary, second, { id: 'third.example-dir', issue: (n) => third.issue(n) }], log, clock, storePollMs: 0 });
+    sources.push(again);
+    await again.start(() => undefined);
+    expect(third.calls).toBe(1);
+  });
+
+  it("waits at least the CA's Retry-After, and never backs off past the certificate's expiry", async () => {
+    const issuer = new TestIssuer(ca);
+    const installed: CertificateMaterial[] = [];
+    await makeSource(issuer, ['a.example'], captureLog().log).start((m) => installed.push(m));
+    const old = leafOf(installed[0]!);
+    const due = renewalTime(old.validFromDate.getTime(), old.validToDate.getTime());
+    const limited = Object.assign(new Error('rateLimited'), { retryAfterMs: 3 * 3600_000 });
+    const rateLimited: Issuer = { id: 'local', issue: () => Promise.reject(limited) };
+    const source = makeSource(rateLimited, ['a.example'], captureLog().log);
+    sources[0]!.stop();
+    await source.start(() => undefined);
+    clock.advanceTo(due);
+    await waitFor('the retry timer', () => clock.nextDue() !== null && clock.nextDue()! > due);
+    expect(clock.nextDue()).toBe(due + 3 * 3600_000);
+    // Close to expiry the backoff is capped at a third of the time left (at least the base delay).
+    source.stop();
+    clock.advanceTo(old.validToDate.getTime() - 6 * 3600_000);
+    const plain: Issuer = { id: 'local', issue: () => Promise.reject(new Error('down')) };
+    const late = makeSource(plain, ['a.example'], captureLog().log);
+    await late.start(() => undefined);
+    clock.advance(0);
+    await waitFor('the capped retry timer', () => clock.nextDue() !== null && clock.nextDue()! > clock.now());
+    expect(clock.nextDue()! - clock.now()).toBeLessThanOrEqual(2 * 3600_000);
+  });
+
+  it('shouts when renewal keeps failing within 7 days of expiry', async () => {
+    const issuer = new TestIssuer(ca);
+    const installed: CertificateMaterial[] = [];
+    const first = makeSource(issuer, ['a.example'], captureLog().log);
+    await first.start((m) => installed.push(m));
+    first.stop();
+    const notAfter = leafOf(installed[0]!).validToDate.getTime();
+    clock.advanceTo(notAfter - 2 * DAY - 3600_000);
+    const { log, lines } = captureLog();
+    const failing: Issuer = { id: 'local', issue: () => Promise.reject(new Error('DNS points elsewhere')) };
+    await makeSource(failing, ['a.example'], log).start(() => undefined);
+    clock.advance(0);
+    await waitFor('the loud warning', () => lines.some((l) => l.alert === 'certificate-expiring'));
+    const loud = lines.find((l) => l.alert === 'certificate-expiring')!;
+    expect(loud.level).toBe('fatal');
+    expect(loud.msg).toMatch(/^CERTIFICATE FOR a\.example EXPIRES IN 2 DAYS AND RENEWAL KEEPS FAILING/);
+    expect(loud.err).toBe('DNS points elsewhere');
+  });
+
+  it('renews inside the ARI window when the issuer offers one, and follows a changed window', async () => {
+    const issuer = new TestIssuer(ca);
+    let window = { start: 0, end: 0, explanationUrl: null as string | null };
+    const asked: string[] = [];
+    const ari: Issuer = {
+      id: 'local',
+      issue: (n) => issuer.issue(n),
+      renewalInfo: (leaf) => {
+        asked.push(leaf.serialNumber);
+        return Promise.resolve({ window, retryAfterMs: 6 * 3600_000 });
+      },
+    };
+    window = { start: clock.now() + 2 * DAY, end: clock.now() + 3 * DAY, explanationUrl: null };
+    const installed: CertificateMaterial[] = [];
+    const source = makeSource(ari, ['a.example'], captureLog().log);
+    await source.start((m) => installed.push(m));
+    await waitFor('the ARI plan', () => source.status()[0]!.nextReason?.startsWith('ARI window') === true);
+    // random 0.5: the middle of the window; the timer wakes for the re-check 6 h later first.
+    expect(source.status()[0]!.nextRenewal).toBe(new Date(clock.now() + 2.5 * DAY).toISOString());
+    expect(clock.nextDue()).toBe(clock.now() + 6 * 3600_000);
+    let recorded: string | undefined;
+    for (let i = 0; i < 100 && recorded === undefined; i++) {
+      recorded = (await store.loadCertificate('local', 'a.example'))!.meta.nextRenewalReason;
+      if (recorded === undefined) await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(recorded).toMatch(/^ARI window/);
+    // The CA moves the window into the past (e.g. a revocation): renewed at the next check.
+    window = { start: clock.now() - 3600_000, end: clock.now(), explanationUrl: 'https://ca.example/incident' };
+    clock.advance(6 * 3600_000);
+    await waitFor('the ARI-driven renewal', () => {
+      clock.advance(0); // the re-planned renewal is due at once
+      return installed.length === 2;
+    });
+    expect(asked[0]).toBe(leafOf(installed[0]!).serialNumber);
+  });
+
+  it('picks up a certificate another process stored, without ordering one', async () => {
+    const issuer = new TestIssuer(ca);
+    const installed: CertificateMaterial[] = [];
+    const source = new ManagedSource({ names: ['a.example'], store, issuers: [issuer], log: captureLog().log, clock, random: () => 0.5, storePollMs: 1000 });
+    sources.push(source);
+    await source.start((m) => installed.push(m));
+    const other = await ca.issue(['a.example'], LIFETIME + DAY);
+    const leaf = new X509Certificate(other.certPem);
+    await store.saveCertificate('local', 'a.example', {
+      ...other,
+      meta: { names: ['a.example'], issuer: 'local', serial: leaf.serialNumber, notBefore: leaf.validFromDate.toISOString(), notAfter: leaf.validToDate.toISOString() },
+    });
+    clock.advance(1000);
+    await waitFor('the stored certificate', () => installed.length === 2);
+    expect(leafOf(installed[1]!).serialNumber).toBe(leaf.serialNumber);
+    expect(issuer.calls).toBe(1);
   });
 });

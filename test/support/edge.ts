@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { loadConfigText } from '../../src/config/load';
 import type { Plan } from '../../src/config/plan';
-import { startEdge, type RunningEdge } from '../../src/edge';
+import { startEdge, type EdgeOptions, type RunningEdge } from '../../src/edge';
 import { createLogger } from '../../src/observe/log';
 
 export interface TestEdge {
@@ -43,7 +43,7 @@ export function planFrom(yaml: string, dir: string): Plan {
  */
 export async function startTestEdge(
   yaml: string,
-  opts: { addresses?: string[]; dir?: string; keepPorts?: boolean } = {},
+  opts: { addresses?: string[]; dir?: string; keepPorts?: boolean; edge?: EdgeOptions } = {},
 ): Promise<TestEdge> {
   const dir = opts.dir ?? tempDir();
   const loaded = planFrom(yaml, dir);
@@ -64,7 +64,7 @@ export async function startTestEdge(
       cb();
     },
   });
-  const edge = await startEdge(plan, createLogger('info', sink));
+  const edge = await startEdge(plan, createLogger('info', sink), opts.edge);
   const https = edge.listeners.filter((l) => l.kind === 'https');
   const httpsPorts = [...new Set(https.map((l) => l.port))];
   const plain = edge.listeners.find((l) => l.kind === 'http');

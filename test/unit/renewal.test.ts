@@ -4,6 +4,7 @@ import {
   RETRY_BASE_MS,
   RETRY_MAX_MS,
   describeRenewal,
+  expiryWarning,
   renewalTime,
   retryDelay,
 } from '../../src/control/renewal';
@@ -154,5 +155,31 @@ describe('systemClock', () => {
     timer.cancel();
     jest.advanceTimersByTime(60 * DAY);
     expect(fired).toBe(0);
+  });
+});
+
+describe('expiryWarning', () => {
+  const now = Date.UTC(2030, 0, 1);
+  const H = 3_600_000;
+  test.each([
+    [8 * 24 * H, null],
+    [7 * 24 * H + 1, null],
+    [7 * 24 * H, 'EXPIRES IN 7 DAYS'],
+    [49 * H, 'EXPIRES IN 2 DAYS'],
+    [47 * H, 'EXPIRES IN 47 HOURS'],
+    [H, 'EXPIRES IN 1 HOUR'],
+    [59 * 60_000, 'EXPIRES IN 59 MINUTES'],
+    [1, 'EXPIRES IN 1 MINUTE'],
+    [0, 'HAS EXPIRED'],
+    [-H, 'HAS EXPIRED'],
+  ])('%d ms left → %s', (left, expected) => {
+    expect(expiryWarning(now + left, now)).toBe(expected);
+  });
+});
+
+describe('retryDelay with a shorter base', () => {
+  test('doubles from the base and stays under the cap', () => {
+    expect([1, 2, 3].map((n) => retryDelay(n, () => 0.5, 500))).toEqual([500, 1000, 2000]);
+    expect(retryDelay(60, () => 0.5, 500)).toBe(6 * 60 * 60 * 1000);
   });
 });
