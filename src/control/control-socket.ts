@@ -65,6 +65,7 @@ export class ControlSocket {
     }
     server.on('error', (err) => log.error({ err: errorMessage(err) }, 'control socket error'));
     server.unref();
+    log.info({ path: file }, 'control socket open: `matrix-edge certs` and `renew` reach this edge');
     return new ControlSocket(server, file);
   }
 

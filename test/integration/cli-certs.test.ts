@@ -95,6 +95,10 @@ withPebble('certs and renew with Pebble (tests run in order on one storage)', ()
       ].join('\n'),
     );
     edge = (await startServingEdge(config)).edge;
+    // The commands below reach this edge through its control socket.
+    expect(edge.logs.filter((l) => l.component === 'control').map((l) => l.msg)).toEqual([
+      'control socket open: `matrix-edge certs` and `renew` reach this edge',
+    ]);
     for (const name of NAMES) serials.set(name, (await waitForLeaf(httpsPort, name, () => true, 30_000)).serialNumber);
   }, 45_000);
 
