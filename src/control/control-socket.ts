@@ -10,7 +10,7 @@ import { promises as fsp } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Logger } from '../observe/log';
-import { errorMessage } from '../store/fs-store';
+import { FileStore, errorMessage } from '../store/fs-store';
 import type { AttemptResult, ManagedSource, NameStatus } from './managed-source';
 
 export type ControlRequest = { readonly cmd: 'status' } | { readonly cmd: 'renew'; readonly names: readonly string[]; readonly force: boolean };
@@ -47,20 +47,32 @@ export class ControlSocket {
       log.warn({ path: file }, 'another edge is serving the control socket of this storage; `matrix-edge renew` reaches that one');
       return null;
     }
-    await fsp.rm(file, { force: true }).catch(() => undefined);
     const server = net.createServer((socket) => serve(socket, source, log));
-    try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(file, () => {
-          server.off('error', reject);
-          resolve();
+    // A fresh storage may still be being created by the first certificate writes: make sure the
+    // directory is there (0700), and try again once if it was being created under us.
+    let failure: unknown = null;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        await new FileStore(storage).ensureRoot();
+        await fsp.rm(file, { force: true });
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(file, () => {
+            server.off('error', reject);
+            resolve();
+          });
         });
-      });
-      await fsp.chmod(file, 0o600);
-    } catch (err) {
+        await fsp.chmod(file, 0o600);
+        failure = null;
+        break;
+      } catch (err) {
+        failure = err;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    if (failure !== null) {
       server.close();
-      log.warn({ path: file, err: errorMessage(err) }, 'cannot open the control socket; `matrix-edge renew` and `certs` will not reach this edge');
+      log.warn({ path: file, err: errorMessage(failure) }, 'cannot open the control socket; `matrix-edge renew` and `certs` will not reach this edge');
       return null;
     }
     server.on('error', (err) => log.error({ err: errorMessage(err) }, 'control socket error'));

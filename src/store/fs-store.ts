@@ -344,6 +344,11 @@ export class FileStore {
     }
   }
 
+  /** Creates the storage root (and missing parents) with mode 0700 when it is not there. */
+  async ensureRoot(): Promise<void> {
+    await this.ensureDir(this.root);
+  }
+
   /** Creates `dir` (under the root) and its missing parents with mode 0700. */
   private async ensureDir(dir: string): Promise<void> {
     const first = await fsp.mkdir(dir, { recursive: true, mode: DIR_MODE });

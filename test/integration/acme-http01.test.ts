@@ -84,7 +84,9 @@ run('ACME HTTP-01 against Pebble', () => {
     const started = Date.now();
     edge = await startTestEdge(yaml, { dir, keepPorts: true });
     // The listeners are up before any certificate: issuance runs in the background.
+    const listening = Date.now();
     await (edge.edge.certificates as ManagedSource).whenReady();
+    console.log(`HTTP-01: listeners up ${listening - started} ms after start; both certificates installed after ${Date.now() - started} ms`);
     const firstLogs = edge.logs;
     expect(edge.httpsPorts).toEqual([httpsPort]);
     expect(edge.httpPort).toBe(httpPort);
