@@ -6,7 +6,6 @@
 import { X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as tls from 'node:tls';
 import { AcmeError, AcmeIssuer, accountPaths, acmeIssuerId } from '../../src/control/issuers/acme';
 import { silentLogger } from '../../src/observe/log';
 import type { ControlToData } from '../../src/plane/messages';
@@ -14,6 +13,7 @@ import type { ManagedSource } from '../../src/control/managed-source';
 import { FileStore } from '../../src/store/fs-store';
 import { startTestEdge, tempDir, type TestEdge } from '../support/edge';
 import { freePort, pebbleInstalled, startPebble, type RunningPebble } from '../support/pebble';
+import { servedChain } from '../support/served-leaf';
 
 jest.setTimeout(90_000);
 
@@ -21,29 +21,6 @@ const SERVER_NAME = 'example.com';
 const HOSTNAME = 'matrix.example.com';
 const EMAIL = 'test@example.com';
 
-/** Handshake with this SNI; the presented chain (leaf first), and whether it verified against `ca`. */
-function served(port: number, servername: string, ca: string): Promise<{ authorized: boolean; error: string | null; chain: X509Certificate[] }> {
-  return new Promise((resolve, reject) => {
-    const socket = tls.connect({ host: '127.0.0.1', port, servername, ca, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }, () => {
-      const chain: X509Certificate[] = [];
-      let cert: tls.DetailedPeerCertificate | null = socket.getPeerCertificate(true);
-      const seen = new Set<string>();
-      while (cert !== null && cert.raw !== undefined && !seen.has(cert.fingerprint256)) {
-        seen.add(cert.fingerprint256);
-        chain.push(new X509Certificate(cert.raw));
-        cert = cert.issuerCertificate ?? null;
-      }
-      const result = {
-        authorized: socket.authorized,
-        error: socket.authorizationError == null ? null : String(socket.authorizationError),
-        chain,
-      };
-      socket.end();
-      resolve(result);
-    });
-    socket.on('error', reject);
-  });
-}
 
 const run = pebbleInstalled() ? describe : describe.skip;
 
@@ -97,7 +74,7 @@ run('ACME HTTP-01 against Pebble', () => {
     const rootCert = new X509Certificate(root);
     const serials = new Map<string, string>();
     for (const name of [HOSTNAME, SERVER_NAME]) {
-      const got = await served(httpsPort, name, root);
+      const got = await servedChain(httpsPort, name, root);
       expect({ name, authorized: got.authorized, error: got.error }).toEqual({ name, authorized: true, error: null });
       const leaf = got.chain[0]!;
       expect(leaf.checkHost(name)).toBe(name);
@@ -148,7 +125,7 @@ run('ACME HTTP-01 against Pebble', () => {
     expect(secondLogs.filter((l) => l.msg === 'certificate installed' && l.component === 'certs').map((l) => l.from)).toEqual(['storage', 'storage']);
     expect(secondLogs.filter((l) => String(l.msg).startsWith('ACME'))).toEqual([]);
     for (const name of [HOSTNAME, SERVER_NAME]) {
-      const got = await served(httpsPort, name, root);
+      const got = await servedChain(httpsPort, name, root);
       expect(got.authorized).toBe(true);
       expect(got.chain[0]!.serialNumber).toBe(serials.get(name));
     }

@@ -30,6 +30,7 @@ import type { EdgeOptions } from '../../src/edge';
 import { startTestEdge, tempDir, type TestEdge } from '../support/edge';
 import { freePort, pebbleInstalled, pebbleTls, startPebble, type RunningPebble } from '../support/pebble';
 import { waitFor } from '../support/wait';
+import { servedChain } from '../support/served-leaf';
 
 jest.setTimeout(90_000);
 
@@ -43,32 +44,13 @@ const RENEWAL_FAILED = 'certificate renewal failed; still serving the current ce
 
 type Log = Record<string, unknown>;
 
-/** Handshake with this SNI: the presented chain (leaf first), and whether it verified against `ca`. */
-function served(port: number, servername: string, ca: string): Promise<{ authorized: boolean; error: string | null; chain: X509Certificate[] }> {
-  return new Promise((resolve, reject) => {
-    const socket = tls.connect({ host: '127.0.0.1', port, servername, ca, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }, () => {
-      const chain: X509Certificate[] = [];
-      let cert: tls.DetailedPeerCertificate | null = socket.getPeerCertificate(true);
-      const seen = new Set<string>();
-      while (cert !== null && cert.raw !== undefined && !seen.has(cert.fingerprint256)) {
-        seen.add(cert.fingerprint256);
-        chain.push(new X509Certificate(cert.raw));
-        cert = cert.issuerCertificate ?? null;
-      }
-      const result = { authorized: socket.authorized, error: socket.authorizationError == null ? null : String(socket.authorizationError), chain };
-      socket.end();
-      resolve(result);
-    });
-    socket.on('error', reject);
-  });
-}
 
 /** Every name is served on every port with a chain verifying against `root`; the leaf serials by name. */
 async function expectVerified(ports: readonly number[], root: string): Promise<Map<string, string>> {
   const serials = new Map<string, string>();
   for (const port of ports) {
     for (const name of NAMES) {
-      const got = await served(port, name, root);
+      const got = await servedChain(port, name, root);
       expect({ port, name, authorized: got.authorized, error: got.error }).toEqual({ port, name, authorized: true, error: null });
       const leaf = got.chain[0]!;
       expect(leaf.checkHost(name)).toBe(name);
@@ -260,7 +242,7 @@ run('ACME scenarios against Pebble', () => {
     await ready(edge, 30_000);
     const root = await pebble.issuingRoot();
     for (const name of NAMES) {
-      const got = await served(httpsPort, name, root);
+      const got = await servedChain(httpsPort, name, root);
       expect({ name, authorized: got.authorized, error: got.error }).toEqual({ name, authorized: true, error: null });
       expect(describeKey(got.chain[0]!)).toEqual(expected);
     }
@@ -409,7 +391,7 @@ run('ACME scenarios against Pebble', () => {
       expect(s.lastError).not.toBeNull();
       expect(s.nextRenewal).not.toBeNull();
     }
-    await expect(served(httpsPort, SERVER_NAME, fs.readFileSync(pebbleTlsFiles.caRootsFile, 'utf8'))).rejects.toThrow();
+    await expect(servedChain(httpsPort, SERVER_NAME, fs.readFileSync(pebbleTlsFiles.caRootsFile, 'utf8'))).rejects.toThrow();
 
     // The CA comes up on that port. 45 s certificates: due 30 s after issuance, expired 15 s later
     // (a failed renewal is logged ~6 s after it is due, leaving ~9 s to see the old one still served).

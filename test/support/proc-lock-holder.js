@@ -3,24 +3,15 @@
 //
 //   node proc-lock-holder.js '{"storage":S,"keys":[K, …]}'
 //
-// Acquires every key through StorageLocks (src/store/lock.ts, compiled on require with @swc/core
+// Acquires every key through StorageLocks (src/store/lock.ts, compiled on require by swc-register.js
 // like test/support/proc-lock.js does), prints "ACQUIRED <pid>", then obeys stdin, one command a
 // line:
 //   release <key>   releases that lock and prints "RELEASED <key>" (the process keeps running)
 // It keeps running (and refreshing what it still holds) until killed; when stdin closes (the test
 // process went away) it exits.
 'use strict';
-const fs = require('node:fs');
-const { transformSync } = require('@swc/core');
 
-require.extensions['.ts'] = (module, filename) => {
-  const { code } = transformSync(fs.readFileSync(filename, 'utf8'), {
-    filename,
-    jsc: { target: 'es2023', parser: { syntax: 'typescript' } },
-    module: { type: 'commonjs' },
-  });
-  module._compile(code, filename);
-};
+require('./swc-register');
 
 const { StorageLocks } = require('../../src/store/lock.ts');
 

@@ -3,8 +3,7 @@
 //
 //   node proc-lock.js '<json task>'
 //
-// It runs src/store/lock.ts itself, compiled on require with @swc/core and the options jest uses,
-// so parent and children run the same source whatever state dist/ is in. Tasks:
+// It runs src/store/lock.ts itself (compiled on require by swc-register.js). Tasks:
 //   {"mode":"hold","storage":S,"key":K,"options":{…}}
 //       acquire, print "ACQUIRED <pid>", then keep holding until killed
 //   {"mode":"loop","storage":S,"key":K,"file":F,"rounds":N,"options":{…}}
@@ -20,16 +19,8 @@
 //       acquire, print "ACQUIRED <pid>", then process.exit(0) without releasing
 'use strict';
 const fs = require('node:fs');
-const { transformSync } = require('@swc/core');
 
-require.extensions['.ts'] = (module, filename) => {
-  const { code } = transformSync(fs.readFileSync(filename, 'utf8'), {
-    filename,
-    jsc: { target: 'es2023', parser: { syntax: 'typescript' } },
-    module: { type: 'commonjs' },
-  });
-  module._compile(code, filename);
-};
+require('./swc-register');
 
 const { StorageLocks } = require('../../src/store/lock.ts');
 

@@ -4,20 +4,12 @@
 //   node proc-save.js <storage> <issuer> <name> <pairs.json>
 //
 // pairs.json is [{ certPem, keyPem, serial }, …]. The child saves them over each other in a loop
-// (printing "SAVING" once) until it is killed. src/store/fs-store.ts is compiled on require with
-// @swc/core, so the child runs the same source as the test whatever state dist/ is in.
+// (printing "SAVING" once) until it is killed. src/store/fs-store.ts is compiled on require by
+// swc-register.js.
 'use strict';
 const fs = require('node:fs');
-const { transformSync } = require('@swc/core');
 
-require.extensions['.ts'] = (module, filename) => {
-  const { code } = transformSync(fs.readFileSync(filename, 'utf8'), {
-    filename,
-    jsc: { target: 'es2023', parser: { syntax: 'typescript' } },
-    module: { type: 'commonjs' },
-  });
-  module._compile(code, filename);
-};
+require('./swc-register');
 
 const { FileStore } = require('../../src/store/fs-store.ts');
 
