@@ -160,7 +160,7 @@ export async function renewCertificates(plan: Plan, options: { names: readonly s
   const log = createLogger(plan.log.level, process.stderr);
   let edge;
   try {
-    edge = await startEdge(plan, log, { controlSocket: false });
+    edge = await startEdge({ ...plan, workers: 1 }, log, { controlSocket: false });
   } catch (err) {
     process.stderr.write(`matrix-edge: cannot renew: ${errorMessage(err)}\n`);
     return 1;

@@ -165,7 +165,10 @@ async function start(result: LoadResult): Promise<number> {
     return 1;
   }
   for (const note of edge.notes) log.info(note);
-  log.info({ listeners: edge.listeners, names: plan.names, upstream: plan.upstreams[0]?.url, node: process.version }, 'matrix-edge is serving');
+  log.info(
+    { listeners: edge.listeners, names: plan.names, upstream: plan.upstreams[0]?.url, workers: edge.workers, node: process.version },
+    'matrix-edge is serving',
+  );
   const running = edge;
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -176,8 +179,9 @@ async function start(result: LoadResult): Promise<number> {
         process.exit(1);
       }
       stopping = true;
-      log.info({ signal, drain_ms: plan.drainTimeoutMs }, 'stopping: no new connections, draining in-flight requests');
-      running.stop().then(
+      running.stop(plan.drainTimeoutMs, () =>
+        log.info({ signal, drain_ms: plan.drainTimeoutMs }, 'stopping: no new connections, draining in-flight requests'),
+      ).then(
         () => {
           log.info('stopped');
           log.flush();

@@ -2,14 +2,17 @@
  * Composition root: one control plane (certificate source) and the data plane, wired by the
  * plane messages. With one process the channel is a function call.
  */
+import * as os from 'node:os';
 import type { Plan } from './config/plan';
 import { ControlSocket } from './control/control-socket';
 import { systemClock, type Clock } from './control/clock';
 import { ManagedSource } from './control/managed-source';
 import { createCertificateSource, type CertificateTiming } from './control/sources';
 import type { CertificateSource } from './control/source';
+import { WorkerPool } from './control/workers';
 import { DataPlane, type BoundListener } from './data/data-plane';
 import type { Logger } from './observe/log';
+import type { ControlToData } from './plane/messages';
 
 export interface RunningEdge {
   readonly listeners: readonly BoundListener[];
@@ -17,8 +20,20 @@ export interface RunningEdge {
   readonly notes: readonly string[];
   /** The certificate source (ACME/local CA: a ManagedSource with status and renewNow). */
   readonly certificates: CertificateSource;
-  /** Stop accepting, drain for up to `drainMs` (default: the plan's), stop the control plane. */
-  stop(drainMs?: number): Promise<void>;
+  /** Data-plane worker processes (1: the data plane runs in this process). */
+  readonly workers: number;
+  /**
+   * Stop accepting, drain for up to `drainMs` (default: the plan's), stop the control plane.
+   * `onStopAccepting` runs once no listener accepts new connections.
+   */
+  stop(drainMs?: number, onStopAccepting?: () => void): Promise<void>;
+}
+
+/** The data plane as the control plane sees it: in this process, or a pool of worker processes. */
+interface DataPlaneHandle {
+  receive(message: ControlToData): void;
+  listen(): Promise<BoundListener[]>;
+  close(drainMs: number, onStopAccepting?: () => void): Promise<void>;
 }
 
 export interface EdgeOptions {
@@ -28,8 +43,15 @@ export interface EdgeOptions {
   readonly controlSocket?: boolean;
 }
 
+/** How many data-plane processes the plan asks for (`workers: auto` → one per CPU). */
+export function workerCount(plan: Plan): number {
+  return plan.workers ?? os.availableParallelism();
+}
+
 export async function startEdge(plan: Plan, log: Logger, options: EdgeOptions = {}): Promise<RunningEdge> {
-  const data = new DataPlane(log.child({ component: 'data' }));
+  const workers = workerCount(plan);
+  const data: DataPlaneHandle =
+    workers === 1 ? new DataPlane(log.child({ component: 'data' })) : new WorkerPool(workers, log.child({ component: 'workers' }));
   data.receive({ type: 'plan', plan });
   const { source, notes } = await createCertificateSource(
     plan,
@@ -55,11 +77,12 @@ export async function startEdge(plan: Plan, log: Logger, options: EdgeOptions = 
       listeners,
       notes,
       certificates: source,
-      async stop(drainMs = plan.drainTimeoutMs) {
+      workers,
+      async stop(drainMs = plan.drainTimeoutMs, onStopAccepting) {
         certificates?.stop();
         certificates = null;
-        // The listeners stop accepting first (synchronously inside close), then the rest drains.
-        const draining = data.close(drainMs);
+        // The listeners stop accepting first, then the rest drains.
+        const draining = data.close(drainMs, onStopAccepting);
         await control?.close();
         control = null;
         await draining;

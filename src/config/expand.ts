@@ -240,6 +240,7 @@ export function expandConfig(raw: RawConfig, ctx: ExpandContext): ExpandResult {
     trustedProxies: proxy.trusted_proxies ?? [],
     drainTimeoutMs: proxy.drain_timeout ?? DEFAULTS.drainTimeoutMs,
     log: { level: raw.log?.level ?? DEFAULTS.logLevel },
+    workers: raw.workers === undefined || raw.workers === 'auto' ? null : raw.workers,
   };
   return { plan, warnings };
 }

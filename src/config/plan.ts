@@ -135,6 +135,8 @@ export interface Plan {
   /** Longest time in-flight requests get to finish on SIGTERM/SIGINT, ms. */
   readonly drainTimeoutMs: number;
   readonly log: { readonly level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' };
+  /** Data-plane worker processes; null = one per CPU (decided at start). 1 = everything in one process. */
+  readonly workers: number | null;
 }
 
 /** A problem found while loading a config. `line`/`column` are 1-based; absent when not tied to a place. */

@@ -644,6 +644,14 @@ const proxySchema = z
   .optional();
 
 const logShape = { level: oneOf(LOG_LEVELS) };
+
+/** `workers: auto` (one per CPU) or a count. */
+const workers = optional((value, report): number | 'auto' | undefined | Invalid => {
+  if (value === undefined || value === 'auto') return value;
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= 256) return value;
+  report(`expected auto (one per CPU) or a whole number of worker processes (1–256); got ${show(value)}`);
+  return INVALID;
+});
 const logSchema = z.preprocess(emptyToMap, z.strictObject(logShape)).optional();
 
 const rootShape = {
@@ -657,6 +665,7 @@ const rootShape = {
   storage: optionalPath('the storage directory'),
   proxy: proxySchema,
   log: logSchema,
+  workers,
 };
 
 /** The whole document. Its output is the validated raw config that expand.ts turns into a Plan. */

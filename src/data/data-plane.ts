@@ -12,7 +12,7 @@ import type { Duplex } from 'node:stream';
 import * as tls from 'node:tls';
 import type { Plan } from '../config/plan';
 import type { Logger } from '../observe/log';
-import type { ControlToData } from '../plane/messages';
+import type { BoundListenerInfo, ControlToData } from '../plane/messages';
 import { CLIENT_HELLO_LIMIT, inspectClientHello } from './client-hello';
 import { Exchange, type Req, type Res } from './exchange';
 import { sendMatrixError } from './handlers/errors';
@@ -22,11 +22,8 @@ import { WellKnownHandler } from './handlers/wellknown';
 import { buildRouteTable, decide, type RouteTable } from './router';
 import { CertificateTable, TLS_BASE } from './tls';
 
-export interface BoundListener {
-  readonly kind: 'https' | 'http';
-  readonly address: string;
-  readonly port: number;
-}
+/** A listener as bound (with the actual port when 0 was asked). */
+export type BoundListener = BoundListenerInfo;
 
 /** Everything derived from one plan that the request path reads. Swapped whole, never mutated. */
 interface Serving {
@@ -81,7 +78,14 @@ export class DataPlane {
   private readonly access: Logger;
   private closing = false;
 
-  constructor(private readonly log: Logger) {
+  /**
+   * @param options.reusePort bind with SO_REUSEPORT (each worker process of a pool binds its own
+   *        socket on the same port and the kernel spreads connections among them)
+   */
+  constructor(
+    private readonly log: Logger,
+    private readonly options: { readonly reusePort?: boolean } = {},
+  ) {
     this.access = log.child({ component: 'access' });
   }
 
@@ -188,7 +192,8 @@ export class DataPlane {
         reject(new BindError(`cannot listen for ${kind} on ${where}: ${why}`, err.code ?? ''));
       };
       server.once('error', onError);
-      server.listen({ host: address, port, ipv6Only: isIPv6(address) }, () => {
+      const shared = this.options.reusePort === true ? { reusePort: true, exclusive: true } : {};
+      server.listen({ host: address, port, ipv6Only: isIPv6(address), ...shared }, () => {
         server.off('error', onError);
         server.on('error', (err) => this.log.error({ err, kind, address, port }, 'listener error'));
         this.servers.push(server);
@@ -390,9 +395,10 @@ export class DataPlane {
    * Stop accepting, let in-flight requests finish for up to `drainMs`, then cut what is left.
    * Upstream pools are closed last.
    */
-  async close(drainMs: number): Promise<void> {
+  async close(drainMs: number, onStopAccepting?: () => void): Promise<void> {
     this.closing = true;
     const closed = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    onStopAccepting?.();
     // Connections still showing their ClientHello, and validation handshakes, are not requests to drain.
     for (const socket of this.screening) socket.destroy();
     for (const session of this.sessions) session.close();

@@ -35,3 +35,23 @@ export type DataToControl =
 
 /** One direction of the channel: in-process it is a function call, across processes an IPC send. */
 export type Send<T> = (message: T) => void;
+
+/** What the primary process tells a data-plane worker process, beyond the plane messages. */
+export type PrimaryToWorker =
+  | ControlToData
+  /** Bind the plan's listeners (SO_REUSEPORT: every worker binds the same ports). */
+  | { readonly type: 'listen' }
+  /** Stop accepting, drain for up to drainMs, exit. */
+  | { readonly type: 'stop'; readonly drainMs: number };
+
+export interface BoundListenerInfo {
+  readonly kind: 'https' | 'http';
+  readonly address: string;
+  readonly port: number;
+}
+
+export type WorkerToPrimary =
+  | { readonly type: 'listening'; readonly listeners: readonly BoundListenerInfo[] }
+  | { readonly type: 'listen-failed'; readonly error: string }
+  /** The worker no longer accepts connections (it is draining). */
+  | { readonly type: 'draining' };

@@ -36,6 +36,7 @@ function planWith(tls: TlsPlan, names: string[] = ['localhost', '127.0.0.1']): P
     trustedProxies: [],
     drainTimeoutMs: 1000,
     log: { level: 'info' },
+    workers: 1,
   };
 }
 

@@ -48,10 +48,12 @@ export async function startTestEdge(
   const dir = opts.dir ?? tempDir();
   const loaded = planFrom(yaml, dir);
   const addresses = opts.addresses ?? ['127.0.0.1'];
+  // In-process: the data plane runs in this process (worker processes are tested through the CLI).
+  const single: Plan = { ...loaded, workers: 1 };
   const plan: Plan = opts.keepPorts
-    ? loaded
+    ? single
     : {
-        ...loaded,
+        ...single,
         listen: {
           https: loaded.listen.https.map(() => ({ port: 0, addresses })),
           http: loaded.listen.http === null ? null : { port: 0, addresses },

@@ -109,6 +109,7 @@ describe('defaults', () => {
       trustedProxies: [],
       drainTimeoutMs: 10_000,
       log: { level: 'info' },
+      workers: null,
     };
     expect(plan).toEqual(expected);
   });
@@ -872,6 +873,15 @@ describe('paths, issuers, proxy settings', () => {
       expect.stringMatching(/^6 acme\.profile: expected a profile name/),
       expect.stringMatching(/^8 acme\.fallback\[0\]\.ca: Google Trust Services requires External Account Binding: add eab: /),
       expect.stringMatching(/^9 acme\.fallback\[0\]\.emial: unknown key 'emial' \(did you mean 'email'\?\)/),
+    ]);
+  });
+
+  test('workers: auto (one per CPU, decided at start) or a count', () => {
+    expect(planOf(yaml('server_name: example.com')).plan.workers).toBeNull();
+    expect(planOf(yaml('server_name: example.com', 'workers: auto')).plan.workers).toBeNull();
+    expect(planOf(yaml('server_name: example.com', 'workers: 3')).plan.workers).toBe(3);
+    expect(errorsOf(yaml('server_name: example.com', 'workers: 0'))).toEqual([
+      expect.objectContaining({ line: 2, key: 'workers', message: 'expected auto (one per CPU) or a whole number of worker processes (1–256); got 0' }),
     ]);
   });
 

@@ -1,0 +1,176 @@
+/**
+ * The data plane as N worker processes (node:cluster), seen from the primary (control plane) as
+ * one data plane: every message goes to every worker, and what a worker must know to serve — the
+ * plan, the installed certificates, the pending challenge answers — is kept here and replayed to a
+ * worker started later (a replacement for one that crashed). Each worker binds the listeners itself
+ * with SO_REUSEPORT; one worker exiting never touches the others' connections.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Logger } from '../observe/log';
+import type { BoundListenerInfo, CertificateMaterial, ControlToData, PrimaryToWorker, WorkerToPrimary } from '../plane/messages';
+
+/** The compiled worker entry, beside this file's compiled directory (dist/data/worker-main.js). */
+export function workerEntry(): string {
+  return path.join(__dirname, '..', 'data', 'worker-main.js');
+}
+
+/** Restarts of a crashing worker are spaced out: 0.1 s doubling to 10 s while crashes keep coming. */
+const RESTART_MIN_MS = 100;
+const RESTART_MAX_MS = 10_000;
+/** A worker that lived this long resets the restart delay. */
+const HEALTHY_AFTER_MS = 30_000;
+
+interface Slot {
+  readonly index: number;
+  worker: Worker | null;
+  startedAt: number;
+  restartDelayMs: number;
+}
+
+export class WorkerPool {
+  private plan: Extract<ControlToData, { type: 'plan' }> | null = null;
+  private readonly certificates = new Map<string, CertificateMaterial>();
+  private readonly httpChallenges = new Map<string, string>();
+  private readonly alpnChallenges = new Map<string, Extract<ControlToData, { type: 'alpn-challenge-add' }>>();
+  private readonly slots: Slot[] = [];
+  private closing = false;
+
+  constructor(
+    private readonly count: number,
+    private readonly log: Logger,
+    private readonly entry: string = workerEntry(),
+  ) {
+    if (!Number.isInteger(count) || count < 1) throw new Error(`worker count must be a whole number ≥ 1; got ${count}`);
+  }
+
+  /** Keep what a new worker needs, and pass the message to every live worker. */
+  receive(message: ControlToData): void {
+    switch (message.type) {
+      case 'plan':
+        this.plan = message;
+        break;
+      case 'certificate':
+        this.certificates.set(message.material.names.join('\n'), message.material);
+        break;
+      case 'challenge-add':
+        this.httpChallenges.set(message.token, message.keyAuthorization);
+        break;
+      case 'challenge-remove':
+        this.httpChallenges.delete(message.token);
+        break;
+      case 'alpn-challenge-add':
+        this.alpnChallenges.set(message.name, message);
+        break;
+      case 'alpn-challenge-remove':
+        this.alpnChallenges.delete(message.name);
+        break;
+    }
+    for (const slot of this.slots) if (slot.worker !== null) send(slot.worker, message);
+  }
+
+  /** Start the workers and bind every listener in each. Rejects (stopping them) when one cannot bind. */
+  async listen(): Promise<BoundListenerInfo[]> {
+    if (this.plan === null) throw new Error('worker pool: listen() before a plan');
+    if (!fs.existsSync(this.entry)) {
+      throw new Error(`the data-plane worker ${this.entry} is missing: build the edge (npm run build) or set workers: 1`);
+    }
+    cluster.setupPrimary({ exec: this.entry, args: [], silent: false });
+    for (let i = 0; i < this.count; i++) this.slots.push({ index: i, worker: null, startedAt: 0, restartDelayMs: RESTART_MIN_MS });
+    try {
+      const bound = await Promise.all(this.slots.map((slot) => this.start(slot)));
+      this.log.info({ workers: this.count, pids: this.slots.map((s) => s.worker?.process.pid) }, 'data-plane workers listening');
+      return bound[0]!;
+    } catch (err) {
+      await this.close(0);
+      throw err;
+    }
+  }
+
+  /** Forks the slot's worker, replays the state, binds; resolves with what it bound. */
+  private start(slot: Slot): Promise<BoundListenerInfo[]> {
+    const worker = cluster.fork({ MATRIX_EDGE_WORKER: String(slot.index + 1) });
+    slot.worker = worker;
+    slot.startedAt = Date.now();
+    const listening = new Promise<BoundListenerInfo[]>((resolve, reject) => {
+      const onMessage = (message: WorkerToPrimary): void => {
+        if (message.type === 'listening') {
+          worker.off('message', onMessage);
+          resolve([...message.listeners]);
+        } else if (message.type === 'listen-failed') {
+          worker.off('message', onMessage);
+          reject(new Error(message.error));
+        }
+      };
+      worker.on('message', onMessage);
+      worker.once('exit', (code, signal) => reject(new Error(`data-plane worker exited before listening (${signal ?? `code ${code}`})`)));
+    });
+    // A rejection nobody awaits (a replacement that fails) must not crash the primary.
+    listening.catch(() => undefined);
+    worker.once('exit', (code, signal) => this.onExit(slot, worker, code, signal));
+    send(worker, this.plan!);
+    for (const material of this.certificates.values()) send(worker, { type: 'certificate', material });
+    for (const [token, keyAuthorization] of this.httpChallenges) send(worker, { type: 'challenge-add', token, keyAuthorization });
+    for (const add of this.alpnChallenges.values()) send(worker, add);
+    send(worker, { type: 'listen' });
+    return listening;
+  }
+
+  private onExit(slot: Slot, worker: Worker, code: number | null, signal: string | null): void {
+    if (slot.worker !== worker) return;
+    slot.worker = null;
+    if (this.closing) return;
+    const lived = Date.now() - slot.startedAt;
+    slot.restartDelayMs = lived >= HEALTHY_AFTER_MS ? RESTART_MIN_MS : Math.min(slot.restartDelayMs * 2, RESTART_MAX_MS);
+    const delay = lived >= HEALTHY_AFTER_MS ? 0 : slot.restartDelayMs;
+    this.log.error(
+      { worker: slot.index + 1, pid: worker.process.pid, code, signal, restartInMs: delay },
+      'data-plane worker exited unexpectedly; starting a new one (the other workers keep serving)',
+    );
+    setTimeout(() => {
+      if (this.closing || slot.worker !== null) return;
+      this.start(slot).then(
+        () => this.log.info({ worker: slot.index + 1, pid: slot.worker?.process.pid }, 'data-plane worker replaced'),
+        (err: unknown) => this.log.error({ worker: slot.index + 1, err: (err as Error).message }, 'replacement data-plane worker failed'),
+      );
+    }, delay).unref();
+  }
+
+  /**
+   * Every worker stops accepting, drains for up to `drainMs`, exits. `onStopAccepting` runs once no
+   * worker accepts new connections any more.
+   */
+  async close(drainMs: number, onStopAccepting?: () => void): Promise<void> {
+    this.closing = true;
+    const live = this.slots.map((s) => s.worker).filter((w): w is Worker => w !== null && w.isConnected());
+    const draining = live.map(
+      (worker) =>
+        new Promise<void>((resolve) => {
+          const onMessage = (message: WorkerToPrimary): void => {
+            if (message.type === 'draining') resolve();
+          };
+          worker.on('message', onMessage);
+          worker.once('exit', () => resolve());
+        }),
+    );
+    const exited = live.map(
+      (worker) =>
+        new Promise<void>((resolve) => {
+          if (worker.process.exitCode !== null || worker.process.signalCode !== null) return resolve();
+          worker.once('exit', () => resolve());
+        }),
+    );
+    for (const worker of live) send(worker, { type: 'stop', drainMs });
+    void Promise.all(draining).then(() => onStopAccepting?.());
+    const killer = setTimeout(() => {
+      for (const worker of live) worker.process.kill('SIGKILL');
+    }, drainMs + 3000);
+    await Promise.all(exited);
+    clearTimeout(killer);
+  }
+}
+
+function send(worker: Worker, message: PrimaryToWorker): void {
+  if (worker.isConnected()) worker.send(message);
+}
