@@ -23,31 +23,12 @@ if [ -z "$missing" ]; then
   exit 0
 fi
 
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else
-    echo "bench-deps: missing:$missing and this is not root; run: apt-get install -y$missing" >&2
-    exit 1
-  fi
-else
-  SUDO=""
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-# A fresh machine has no package lists yet: update once, only when the first try cannot find them.
 # shellcheck disable=SC2086
-if ! $SUDO apt-get install -y -q --no-install-recommends $missing >"$log" 2>&1; then
-  # shellcheck disable=SC2086
-  if ! { $SUDO apt-get update -q && $SUDO apt-get install -y -q --no-install-recommends $missing; } >"$log" 2>&1; then
-    cat "$log" >&2
-    echo "bench-deps: could not install$missing with apt-get (output above)" >&2
-    exit 1
-  fi
-fi
+sh "$(dirname "$0")/apt-install.sh" bench-deps $missing
 # Debian's caddy package starts a caddy.service on :80 where systemd runs; the benchmark starts
 # its own Caddy processes, so stop that one if it is there (no systemd here: nothing to do).
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet caddy 2>/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
   $SUDO systemctl stop caddy >/dev/null 2>&1 || true
   $SUDO systemctl disable caddy >/dev/null 2>&1 || true
 fi

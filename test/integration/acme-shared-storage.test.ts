@@ -408,6 +408,20 @@ run('ACME with a storage directory shared between processes (real CLI, Pebble)',
     await ensureBuilt();
   }, 180_000);
 
+  /** A fresh storage, ports, a Pebble validating on them behind the recording front, and one edge's config. */
+  async function oneEdgeSetup(): Promise<{ ca: RunningPebble; acmeFront: AcmeFront; storage: string; ports: EdgePorts; issuerId: string; config: string }> {
+    const dir = newDir();
+    const storage = path.join(dir, 'storage');
+    const [httpsPort, httpPort] = (await freePorts(2)) as [number, number];
+    const ports: EdgePorts = { https: httpsPort, http: httpPort };
+    const ca = await startPebble({ httpPort: ports.http, tlsPort: ports.https });
+    pebble = ca; // stopped by afterEach
+    const acmeFront = await startAcmeFront({ pebble: ca });
+    front = acmeFront;
+    const config = writeConfig(dir, edgeYaml(ports, storage, acmeFront.directory, ca.caRootsFile));
+    return { ca, acmeFront, storage, ports, issuerId: acmeIssuerId(acmeFront.directory), config };
+  }
+
   afterEach(async () => {
     await Promise.all(edges.splice(0).map((e) => e.kill()));
     await Promise.all(
@@ -543,14 +557,7 @@ run('ACME with a storage directory shared between processes (real CLI, Pebble)',
 
   it.each(killPoints)('SIGKILL $label: storage stays consistent and the next start finishes the job', async ({ label, msg }) => {
     const started = Date.now();
-    const dir = newDir();
-    const storage = path.join(dir, 'storage');
-    const [httpsPort, httpPort] = (await freePorts(2)) as [number, number];
-    const ports: EdgePorts = { https: httpsPort, http: httpPort };
-    pebble = await startPebble({ httpPort: ports.http, tlsPort: ports.https });
-    front = await startAcmeFront({ pebble });
-    const issuerId = acmeIssuerId(front.directory);
-    const config = writeConfig(dir, edgeYaml(ports, storage, front.directory, pebble.caRootsFile));
+    const { ca, acmeFront, storage, ports, issuerId, config } = await oneEdgeSetup();
 
     const first = start(config);
     // SIGKILL from the stdout handler itself, the moment the line arrives.
@@ -575,7 +582,7 @@ run('ACME with a storage directory shared between processes (real CLI, Pebble)',
     // What the dead process left.
     const left = await checkConsistentStorage(storage, issuerId);
     const locksLeft = listFiles(path.join(storage, 'locks'));
-    const ordersBefore = createdOrders(front).length;
+    const ordersBefore = createdOrders(acmeFront).length;
     console.log(
       [
         `SIGKILL ${label} (at '${msg}', ${killedAt! - started} ms after the test started):`,
@@ -590,12 +597,12 @@ run('ACME with a storage directory shared between processes (real CLI, Pebble)',
     const restartAt = Date.now();
     const second = start(config);
     await second.waitForLog('matrix-edge is serving');
-    const root = await pebble.issuingRoot();
+    const root = await ca.issuingRoot();
     const serials = await waitServing(ports.https, NAMES, root, 20_000, 'restarted edge');
     const tookMs = Date.now() - restartAt;
     console.log(
       [
-        `  restart: both names served after ${tookMs} ms; orders now ${createdOrders(front).length}`,
+        `  restart: both names served after ${tookMs} ms; orders now ${createdOrders(acmeFront).length}`,
         ...notable('restart', second).map((l) => `  ${l}`),
       ].join('\n'),
     );
@@ -638,14 +645,7 @@ run('ACME with a storage directory shared between processes (real CLI, Pebble)',
   });
 
   it('a lock held by a live process: no order until it is released, or its holder dies', async () => {
-    const dir = newDir();
-    const storage = path.join(dir, 'storage');
-    const [httpsPort, httpPort] = (await freePorts(2)) as [number, number];
-    const ports: EdgePorts = { https: httpsPort, http: httpPort };
-    pebble = await startPebble({ httpPort: ports.http, tlsPort: ports.https });
-    front = await startAcmeFront({ pebble });
-    const issuerId = acmeIssuerId(front.directory);
-    const config = writeConfig(dir, edgeYaml(ports, storage, front.directory, pebble.caRootsFile));
+    const { ca, acmeFront, storage, ports, issuerId, config } = await oneEdgeSetup();
     const keys = Object.fromEntries(NAMES.map((n) => [n, lockKeyForName(issuerId, n)])) as Record<(typeof NAMES)[number], string>;
 
     const holder = startLockHolder(storage, [keys[SERVER_NAME], keys[HOSTNAME]]);
@@ -661,20 +661,20 @@ run('ACME with a storage directory shared between processes (real CLI, Pebble)',
     expect(waiting.map((l) => l.name).sort()).toEqual([...NAMES].sort());
     for (const line of waiting) expect((line.holder as { pid?: unknown } | null)?.pid).toBe(holder.pid);
     await sleep(3000); // three of the waiter's lock polls
-    expect(front.orders).toEqual([]); // not even a refused newOrder request
+    expect(acmeFront.orders).toEqual([]); // not even a refused newOrder request
     expect(orderedNames(edge)).toEqual([]);
 
     // Released by its live holder: that name is ordered; the other stays held.
     const releasedAt = Date.now();
     holder.send(`release ${keys[SERVER_NAME]}`);
     await holder.line(`RELEASED ${keys[SERVER_NAME]}`);
-    const root = await pebble.issuingRoot();
+    const root = await ca.issuingRoot();
     await waitServing(ports.https, [SERVER_NAME], root, 10_000, 'edge');
     const firstMs = Date.now() - releasedAt;
-    expect(frontOrdersFor(front, SERVER_NAME)).toBe(1);
-    expect(orderRequestsFor(front, HOSTNAME)).toBe(0);
+    expect(frontOrdersFor(acmeFront, SERVER_NAME)).toBe(1);
+    expect(orderRequestsFor(acmeFront, HOSTNAME)).toBe(0);
     await sleep(1500);
-    expect(orderRequestsFor(front, HOSTNAME)).toBe(0);
+    expect(orderRequestsFor(acmeFront, HOSTNAME)).toBe(0);
 
     // The holder dies without releasing: its lock is taken over at once (dead pid), the name ordered.
     const killedAt = Date.now();
@@ -689,7 +689,7 @@ run('ACME with a storage directory shared between processes (real CLI, Pebble)',
         ...notable('edge', edge).map((l) => `  ${l}`),
       ].join('\n'),
     );
-    for (const name of NAMES) expect({ name, orders: frontOrdersFor(front, name) }).toEqual({ name, orders: 1 });
+    for (const name of NAMES) expect({ name, orders: frontOrdersFor(acmeFront, name) }).toEqual({ name, orders: 1 });
     expect(firstMs).toBeLessThan(10_000);
     expect(secondMs).toBeLessThan(10_000);
     const store = new FileStore(storage);
