@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 'use strict';
+// Compiled code is cached between starts (in the OS temp directory; Node 22.1+): a faster start.
+require('node:module').enableCompileCache?.();
 require('../dist/cli.js').main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = typeof code === 'number' ? code : 0;

@@ -10,7 +10,7 @@ import { ManagedSource } from './control/managed-source';
 import { createCertificateSource, type CertificateTiming } from './control/sources';
 import type { CertificateSource } from './control/source';
 import { WorkerPool } from './control/workers';
-import { DataPlane, type BoundListener } from './data/data-plane';
+import type { BoundListener } from './data/data-plane';
 import type { Logger } from './observe/log';
 import type { ControlToData } from './plane/messages';
 
@@ -48,10 +48,15 @@ export function workerCount(plan: Plan): number {
   return plan.workers ?? os.availableParallelism();
 }
 
+/** The data plane in this process; loaded only then (with workers the primary never serves). */
+function inProcessDataPlane(log: Logger): DataPlaneHandle {
+  const { DataPlane } = require('./data/data-plane') as typeof import('./data/data-plane');
+  return new DataPlane(log.child({ component: 'data' }));
+}
+
 export async function startEdge(plan: Plan, log: Logger, options: EdgeOptions = {}): Promise<RunningEdge> {
   const workers = workerCount(plan);
-  const data: DataPlaneHandle =
-    workers === 1 ? new DataPlane(log.child({ component: 'data' })) : new WorkerPool(workers, log.child({ component: 'workers' }));
+  const data: DataPlaneHandle = workers === 1 ? inProcessDataPlane(log) : new WorkerPool(workers, log.child({ component: 'workers' }));
   data.receive({ type: 'plan', plan });
   const { source, notes } = await createCertificateSource(
     plan,

@@ -7,6 +7,7 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import * as fs from 'node:fs';
+import * as module_ from 'node:module';
 import * as path from 'node:path';
 import type { Logger } from '../observe/log';
 import type { BoundListenerInfo, CertificateMaterial, ControlToData, PrimaryToWorker, WorkerToPrimary } from '../plane/messages';
@@ -27,6 +28,8 @@ interface Slot {
   worker: Worker | null;
   startedAt: number;
   restartDelayMs: number;
+  /** Settles when the current worker has bound its listeners (or failed to). */
+  listening: Promise<BoundListenerInfo[]> | null;
 }
 
 export class WorkerPool {
@@ -50,6 +53,8 @@ export class WorkerPool {
     switch (message.type) {
       case 'plan':
         this.plan = message;
+        // The first plan starts the workers (fork() hands it to them).
+        if (this.slots.length === 0) return this.forkAll();
         break;
       case 'certificate':
         this.certificates.set(message.material.names.join('\n'), message.material);
@@ -70,16 +75,29 @@ export class WorkerPool {
     for (const slot of this.slots) if (slot.worker !== null) send(slot.worker, message);
   }
 
-  /** Start the workers and bind every listener in each. Rejects (stopping them) when one cannot bind. */
+  /**
+   * Fork the workers as soon as the plan is known: they load their code while the control plane
+   * prepares its certificates, and bind when listen() says so.
+   */
+  private forkAll(): void {
+    if (this.slots.length > 0 || this.closing || !fs.existsSync(this.entry)) return;
+    cluster.setupPrimary({ exec: this.entry, args: [], silent: false });
+    for (let i = 0; i < this.count; i++) {
+      const slot: Slot = { index: i, worker: null, startedAt: 0, restartDelayMs: RESTART_MIN_MS, listening: null };
+      this.slots.push(slot);
+      this.fork(slot);
+    }
+  }
+
+  /** Start the workers (when not yet) and bind every listener in each. Rejects (stopping them) when one cannot bind. */
   async listen(): Promise<BoundListenerInfo[]> {
     if (this.plan === null) throw new Error('worker pool: listen() before a plan');
     if (!fs.existsSync(this.entry)) {
       throw new Error(`the data-plane worker ${this.entry} is missing: build the edge (npm run build) or set workers: 1`);
     }
-    cluster.setupPrimary({ exec: this.entry, args: [], silent: false });
-    for (let i = 0; i < this.count; i++) this.slots.push({ index: i, worker: null, startedAt: 0, restartDelayMs: RESTART_MIN_MS });
+    this.forkAll();
     try {
-      const bound = await Promise.all(this.slots.map((slot) => this.start(slot)));
+      const bound = await Promise.all(this.slots.map((slot) => this.bind(slot)));
       this.log.info({ workers: this.count, pids: this.slots.map((s) => s.worker?.process.pid) }, 'data-plane workers listening');
       return bound[0]!;
     } catch (err) {
@@ -88,12 +106,12 @@ export class WorkerPool {
     }
   }
 
-  /** Forks the slot's worker, replays the state, binds; resolves with what it bound. */
-  private start(slot: Slot): Promise<BoundListenerInfo[]> {
-    const worker = cluster.fork({ MATRIX_EDGE_WORKER: String(slot.index + 1) });
+  /** Forks the slot's worker and replays the state; `slot.listening` settles once it has bound. */
+  private fork(slot: Slot): void {
+    const worker = cluster.fork({ MATRIX_EDGE_WORKER: String(slot.index + 1), ...compileCacheEnv() });
     slot.worker = worker;
     slot.startedAt = Date.now();
-    const listening = new Promise<BoundListenerInfo[]>((resolve, reject) => {
+    slot.listening = new Promise<BoundListenerInfo[]>((resolve, reject) => {
       const onMessage = (message: WorkerToPrimary): void => {
         if (message.type === 'listening') {
           worker.off('message', onMessage);
@@ -107,14 +125,19 @@ export class WorkerPool {
       worker.once('exit', (code, signal) => reject(new Error(`data-plane worker exited before listening (${signal ?? `code ${code}`})`)));
     });
     // A rejection nobody awaits (a replacement that fails) must not crash the primary.
-    listening.catch(() => undefined);
+    slot.listening.catch(() => undefined);
     worker.once('exit', (code, signal) => this.onExit(slot, worker, code, signal));
     send(worker, this.plan!);
     for (const material of this.certificates.values()) send(worker, { type: 'certificate', material });
     for (const [token, keyAuthorization] of this.httpChallenges) send(worker, { type: 'challenge-add', token, keyAuthorization });
     for (const add of this.alpnChallenges.values()) send(worker, add);
-    send(worker, { type: 'listen' });
-    return listening;
+  }
+
+  /** Tells the slot's worker to bind; resolves with what it bound. */
+  private bind(slot: Slot): Promise<BoundListenerInfo[]> {
+    if (slot.worker === null || slot.listening === null) return Promise.reject(new Error('data-plane worker exited before listening'));
+    send(slot.worker, { type: 'listen' });
+    return slot.listening;
   }
 
   private onExit(slot: Slot, worker: Worker, code: number | null, signal: string | null): void {
@@ -130,7 +153,8 @@ export class WorkerPool {
     );
     setTimeout(() => {
       if (this.closing || slot.worker !== null) return;
-      this.start(slot).then(
+      this.fork(slot);
+      this.bind(slot).then(
         () => this.log.info({ worker: slot.index + 1, pid: slot.worker?.process.pid }, 'data-plane worker replaced'),
         (err: unknown) => this.log.error({ worker: slot.index + 1, err: (err as Error).message }, 'replacement data-plane worker failed'),
       );
@@ -169,6 +193,12 @@ export class WorkerPool {
     await Promise.all(exited);
     clearTimeout(killer);
   }
+}
+
+/** Workers share the primary's compiled-code cache (enabled by bin/matrix-edge.js): a faster start. */
+function compileCacheEnv(): Record<string, string> {
+  const dir = module_.getCompileCacheDir?.();
+  return dir === undefined ? {} : { NODE_COMPILE_CACHE: dir };
 }
 
 function send(worker: Worker, message: PrimaryToWorker): void {

@@ -22,7 +22,9 @@ let log: Logger = createLogger('info').child({ worker: WORKER });
 let stopping = false;
 
 function send(message: WorkerToPrimary): void {
-  if (process.connected) process.send?.(message);
+  // With a callback a failed send (the primary just went away) is not an 'error' event that kills
+  // the worker; 'disconnect' follows and drains it.
+  if (process.connected) process.send?.(message, undefined, undefined, () => undefined);
 }
 
 async function stop(drainMs: number): Promise<void> {
@@ -38,8 +40,10 @@ async function stop(drainMs: number): Promise<void> {
 process.on('message', (message: PrimaryToWorker) => {
   switch (message.type) {
     case 'plan':
-      log = createLogger(message.plan.log.level).child({ worker: WORKER });
-      data = new DataPlane(log.child({ component: 'data' }), { reusePort: true });
+      if (data === null) {
+        log = createLogger(message.plan.log.level).child({ worker: WORKER });
+        data = new DataPlane(log.child({ component: 'data' }), { reusePort: true });
+      }
       data.receive(message);
       return;
     case 'listen':
