@@ -1,8 +1,9 @@
-/** The `matrix-edge` command line: start, check, certs, renew. */
+/** The `matrix-edge` command line: start, check, certs, renew, doctor. */
 import { describePlan, formatIssue } from './config/describe';
 import { loadConfigFile } from './config/load';
 import type { LoadResult } from './config/plan';
 import { listCertificates, renewCertificates } from './cli-certs';
+import { doctorCommand, doctorHelp } from './cli-doctor';
 import { startEdge } from './edge';
 import { createLogger } from './observe/log';
 
@@ -15,6 +16,7 @@ Commands:
   check   Validate the config and print the effective plan (exit 0), or every error (exit 2).
   certs   List every name's certificate: issuer, serial, expiry, next renewal and why, last error.
   renew   Renew certificates now (all names, or those given); a running edge does it and serves them.
+  doctor  Test federation and client discovery from outside: resolution, TLS, keys, paths, well-known.
 
 Options:
   --config FILE   The YAML config (default: ${DEFAULT_CONFIG})
@@ -50,35 +52,47 @@ answer the CA's challenges, it holds the storage lock, and it serves the new cer
 without a restart). With no edge running, the listeners are bound for the time of the renewal.
 Exit 0 when every renewal succeeded, 1 otherwise.
 `,
+  doctor: doctorHelp(DEFAULT_CONFIG),
 };
 
 interface Args {
   readonly command: string | undefined;
   readonly config: string;
+  readonly configGiven: boolean;
   readonly help: boolean;
   readonly force: boolean;
   readonly json: boolean;
   /** Extra words after the command (renew's names). */
   readonly rest: readonly string[];
+  /** Values of the options that take one, by name (repeatable). */
+  readonly values: Readonly<Record<string, readonly string[]>>;
   readonly problem?: string;
 }
 
-/** Options only some commands take. */
-const COMMAND_FLAGS: Readonly<Record<string, readonly string[]>> = { renew: ['--force'], certs: ['--json'] };
+/** Options only some commands take; a trailing '=' marks one that takes a value. */
+const COMMAND_FLAGS: Readonly<Record<string, readonly string[]>> = {
+  renew: ['--force'],
+  certs: ['--json'],
+  doctor: ['--json', '--server-name=', '--resolve=', '--ca-file='],
+};
 
 export function parseArgs(argv: readonly string[]): Args {
   let command: string | undefined;
   let config = DEFAULT_CONFIG;
+  let configGiven = false;
   let help = false;
   const flags = new Set<string>();
   const rest: string[] = [];
+  const values: Record<string, string[]> = {};
   const done = (problem?: string): Args => ({
     command,
     config,
+    configGiven,
     help,
     force: flags.has('--force'),
     json: flags.has('--json'),
     rest,
+    values,
     ...(problem === undefined ? {} : { problem }),
   });
   for (let i = 0; i < argv.length; i++) {
@@ -88,10 +102,19 @@ export function parseArgs(argv: readonly string[]): Args {
       const value = argv[++i];
       if (value === undefined) return done(`${arg} needs a file name`);
       config = value;
-    } else if (arg.startsWith('--config=')) config = arg.slice('--config='.length);
-    else if (arg.startsWith('-')) {
-      if (command === undefined || !(COMMAND_FLAGS[command] ?? []).includes(arg)) return done(`unknown option ${arg}`);
-      flags.add(arg);
+      configGiven = true;
+    } else if (arg.startsWith('--config=')) {
+      config = arg.slice('--config='.length);
+      configGiven = true;
+    } else if (arg.startsWith('-')) {
+      const known = command === undefined ? [] : (COMMAND_FLAGS[command] ?? []);
+      const name = arg.split('=')[0]!;
+      if (known.includes(`${name}=`)) {
+        const value = arg.includes('=') ? arg.slice(name.length + 1) : argv[++i];
+        if (value === undefined) return done(`${name} needs a value`);
+        (values[name] ??= []).push(value);
+      } else if (known.includes(arg)) flags.add(arg);
+      else return done(`unknown option ${arg}`);
     } else if (command === undefined) command = arg;
     else if (command === 'renew') rest.push(arg.toLowerCase());
     else return done(`unexpected argument ${arg}`);
@@ -127,6 +150,7 @@ export async function main(argv: readonly string[]): Promise<number | undefined>
     process.stdout.write(help);
     return 0;
   }
+  if (args.command === 'doctor') return doctorCommand(args);
   const result = loadConfigFile(args.config);
   if (args.command === 'check') {
     if (!result.ok) {
