@@ -12,6 +12,8 @@ import { startEdge } from './edge';
 import { createLogger } from './observe/log';
 import { FileStore, errorMessage, type StoredCertificate } from './store/fs-store';
 
+/** A reload may start a certificate source (a new name's first certificate from the local CA). */
+const RELOAD_TIMEOUT_MS = 60_000;
 const STATUS_TIMEOUT_MS = 10_000;
 /** A renewal through the running edge waits for the CA: bounded, but generously. */
 const RENEW_TIMEOUT_MS = 15 * 60_000;
@@ -160,7 +162,8 @@ export async function renewCertificates(plan: Plan, options: { names: readonly s
   const log = createLogger(plan.log.level, process.stderr);
   let edge;
   try {
-    edge = await startEdge({ ...plan, workers: 1 }, log, { controlSocket: false });
+    // A one-off process for the renewal: no admin listener, no alerts.
+    edge = await startEdge({ ...plan, workers: 1, admin: null, alerts: null }, log, { controlSocket: false });
   } catch (err) {
     process.stderr.write(`matrix-edge: cannot renew: ${errorMessage(err)}\n`);
     return 1;
@@ -173,4 +176,37 @@ export async function renewCertificates(plan: Plan, options: { names: readonly s
     await edge.stop(0);
     log.flush();
   }
+}
+
+/** `matrix-edge reload`: the edge running on the plan's storage loads its config again. */
+export async function reloadEdge(plan: Plan): Promise<number> {
+  let answer: ControlAnswer | null;
+  try {
+    answer = await askEdge(plan.storage, { cmd: 'reload' }, RELOAD_TIMEOUT_MS);
+  } catch (err) {
+    process.stderr.write(`matrix-edge: ${errorMessage(err)}\n`);
+    return 1;
+  }
+  if (answer === null) {
+    process.stderr.write(`matrix-edge: no edge is running on the storage ${plan.storage}: nothing to reload (start one with \`matrix-edge start\`)\n`);
+    return 1;
+  }
+  if (!answer.ok || !('reload' in answer)) {
+    process.stderr.write(`matrix-edge: the running edge refused: ${answer.ok ? 'no reload result (is it another version?)' : answer.error}\n`);
+    return 1;
+  }
+  const outcome = answer.reload;
+  if (outcome.source !== plan.source) {
+    process.stderr.write(`warning: the running edge (pid ${answer.pid}) reads ${outcome.source}, not ${plan.source}\n`);
+  }
+  if (!outcome.ok) {
+    for (const e of outcome.errors) process.stderr.write(`error: ${e}\n`);
+    process.stderr.write(`matrix-edge: the running edge (pid ${answer.pid}) kept its config\n`);
+    // A config the edge finds invalid is the same kind of failure as one found here.
+    return outcome.errors.some((e) => e.startsWith(`${outcome.source}:`)) ? 2 : 1;
+  }
+  const what = outcome.changes.length === 0 ? 'no change' : outcome.changes.join('; ');
+  process.stdout.write(`reloaded by the running edge (pid ${answer.pid}): ${what}\n`);
+  for (const d of outcome.deferred) process.stdout.write(`not applied until a restart: ${d}\n`);
+  return 0;
 }

@@ -2,7 +2,7 @@
 import { describePlan, formatIssue } from './config/describe';
 import { loadConfigFile } from './config/load';
 import type { LoadResult } from './config/plan';
-import { listCertificates, renewCertificates } from './cli-certs';
+import { listCertificates, reloadEdge, renewCertificates } from './cli-certs';
 import { doctorCommand, doctorHelp } from './cli-doctor';
 import { startEdge } from './edge';
 import { createLogger } from './observe/log';
@@ -16,6 +16,7 @@ Commands:
   check   Validate the config and print the effective plan (exit 0), or every error (exit 2).
   certs   List every name's certificate: issuer, serial, expiry, next renewal and why, last error.
   renew   Renew certificates now (all names, or those given); a running edge does it and serves them.
+  reload  Have the running edge load its config again and apply it without dropping connections.
   doctor  Test federation and client discovery from outside: resolution, TLS, keys, paths, well-known.
 
 Options:
@@ -30,6 +31,7 @@ Runs the edge with the config (default: ${DEFAULT_CONFIG}). The config is valida
 any error is printed with file, line and key, and nothing is bound (exit 2). A listener that
 cannot be bound or a certificate that cannot be had stops the start with one line (exit 1).
 SIGTERM or SIGINT stop accepting, let in-flight requests finish (proxy.drain_timeout), exit 0.
+SIGHUP loads the config again and applies it live, like \`matrix-edge reload\`.
 `,
   check: `Usage: matrix-edge check [--config FILE]
 
@@ -51,6 +53,16 @@ or at once with --force. The edge running on the same storage does the renewal (
 answer the CA's challenges, it holds the storage lock, and it serves the new certificate at once,
 without a restart). With no edge running, the listeners are bound for the time of the renewal.
 Exit 0 when every renewal succeeded, 1 otherwise.
+`,
+  reload: `Usage: matrix-edge reload [--config FILE]
+
+Validates the config (default: ${DEFAULT_CONFIG}), then has the edge running on its storage
+load its own config file again and apply it live: routes, well-known answers, upstreams, names
+(new ones get certificates, removed ones stop being served) and listeners change for new
+requests, while open connections, long polls and HTTP/2 streams carry on. storage, workers,
+admin, alerts and log take effect at the next restart. The same as sending the edge SIGHUP.
+Exit 0 when applied; 2 when the config has errors (nothing changes); 1 when no edge runs on the
+storage or the edge could not apply it.
 `,
   doctor: doctorHelp(DEFAULT_CONFIG),
 };
@@ -122,12 +134,12 @@ export function parseArgs(argv: readonly string[]): Args {
   return done();
 }
 
-function reportConfig(result: LoadResult): void {
+function reportConfig(result: LoadResult, outcome = 'nothing was started'): void {
   for (const w of result.warnings) process.stderr.write(`warning: ${formatIssue(w)}\n`);
   if (!result.ok) {
     for (const e of result.errors) process.stderr.write(`error: ${formatIssue(e)}\n`);
     const n = result.errors.length;
-    process.stderr.write(`matrix-edge: the config has ${n} error${n === 1 ? '' : 's'}; nothing was started\n`);
+    process.stderr.write(`matrix-edge: the config has ${n} error${n === 1 ? '' : 's'}; ${outcome}\n`);
   }
 }
 
@@ -160,11 +172,12 @@ export async function main(argv: readonly string[]): Promise<number | undefined>
     process.stdout.write(describePlan(result.plan, result.warnings));
     return 0;
   }
-  if (args.command === 'certs' || args.command === 'renew') {
+  if (args.command === 'certs' || args.command === 'renew' || args.command === 'reload') {
     if (!result.ok) {
-      reportConfig(result);
+      reportConfig(result, args.command === 'reload' ? 'the running edge keeps its config' : 'nothing was started');
       return 2;
     }
+    if (args.command === 'reload') return reloadEdge(result.plan);
     return args.command === 'certs'
       ? listCertificates(result.plan, { json: args.json })
       : renewCertificates(result.plan, { names: args.rest, force: args.force });
@@ -220,5 +233,7 @@ async function start(result: LoadResult): Promise<number> {
     };
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
+    // The edge logs the outcome itself.
+    process.on('SIGHUP', () => void running.reload());
   });
 }

@@ -1,5 +1,5 @@
 /** Human-readable config issues and the effective plan shown by `matrix-edge check`. */
-import type { AcmeCaPlan, ConfigIssue, Plan, RouteAction, RouteMatch } from './plan';
+import type { AcmeCaPlan, AlertsPlan, ConfigIssue, ListenerPlan, Plan, RouteAction, RouteMatch } from './plan';
 import { formatDuration, formatSize } from './units';
 
 /** `FILE:LINE:COL KEY: MESSAGE`, leaving out the parts that are absent (e.g. `FILE: MESSAGE`). */
@@ -61,6 +61,25 @@ function describeIssuer(plan: Plan): string[] {
       ];
     }
   }
+}
+
+/** `http://127.0.0.1:9090`, `http://[::1]:9090`. */
+export function adminUrl(admin: ListenerPlan): string {
+  const host = admin.addresses[0] ?? '127.0.0.1';
+  return `http://${host.includes(':') ? `[${host}]` : host}:${admin.port}`;
+}
+
+function describeAlerts(alerts: AlertsPlan | null): string[] {
+  if (alerts === null) return ['off (set alerts.webhook, or alerts.format: matrix, to be told when renewals fail)'];
+  const t = alerts.target;
+  const where =
+    t.format === 'generic'
+      ? `JSON to ${t.url}`
+      : `Matrix room ${t.roomId} via ${t.homeserver} (token ${t.accessTokenFile === null ? 'inline in the config' : `from ${t.accessTokenFile}`})`;
+  return [
+    where,
+    `after ${alerts.afterFailures} failed renewal${alerts.afterFailures === 1 ? '' : 's'} in a row, at ${alerts.daysLeft.join(', ')} days left, and on recovery`,
+  ];
 }
 
 /** The effective plan, as `matrix-edge check` prints it. */
@@ -130,6 +149,8 @@ export function describePlan(plan: Plan, warnings: readonly ConfigIssue[]): stri
     ['Storage', plan.storage],
     ['Drain timeout', formatDuration(plan.drainTimeoutMs)],
     ['Log level', plan.log.level],
+    ['Admin', plan.admin === null ? 'off' : `${adminUrl(plan.admin)}  (/metrics, /healthz, /readyz)`],
+    ...describeAlerts(plan.alerts).map((line, i) => [i === 0 ? 'Alerts' : '', line]),
   ], ''));
 
   out.push('');

@@ -3,9 +3,10 @@
  * ordered route list. Pure: paths are resolved as strings against `baseDir`, nothing is read.
  */
 import * as path from 'node:path';
-import type { AcmeCaPlan, AcmePlan, ListenerPlan, Plan, RoutePlan, TlsPlan, WellKnownKind } from './plan';
+import type { AcmeCaPlan, AcmePlan, AlertsPlan, ListenerPlan, Plan, RoutePlan, TlsPlan, WellKnownKind } from './plan';
 import { ACME_PRESETS, CHALLENGE_TYPES, DEFAULTS, checkUpstreamUrl, type JsonObject, type PathIssue, type RawConfig } from './schema';
 import { formatHost, isIpLiteral, type ParsedHost } from './servername';
+import { BlockList, isIPv6 } from 'node:net';
 
 export interface ExpandContext {
   /** Absolute path of the config file. */
@@ -211,6 +212,9 @@ export function expandConfig(raw: RawConfig, ctx: ExpandContext): ExpandResult {
     warnings.push({ path: ['acme'], at: 'key', message: `ignored: the acme section is only used when tls.issuer is acme (it is ${issuer})` });
   }
 
+  const admin = adminPlan(raw, warnings);
+  const alerts = alertsPlan(raw, upstream.url, resolve, warnings);
+
   const plan: Plan = {
     source: ctx.source,
     serverName: raw.server_name.text,
@@ -241,6 +245,56 @@ export function expandConfig(raw: RawConfig, ctx: ExpandContext): ExpandResult {
     drainTimeoutMs: proxy.drain_timeout ?? DEFAULTS.drainTimeoutMs,
     log: { level: raw.log?.level ?? DEFAULTS.logLevel },
     workers: raw.workers === undefined || raw.workers === 'auto' ? null : raw.workers,
+    admin,
+    alerts,
   };
   return { plan, warnings };
+}
+
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
+
+/** 127.0.0.0/8, ::1 and the IPv4-mapped 127.x addresses. */
+export function isLoopback(address: string): boolean {
+  return LOOPBACK.check(address, isIPv6(address) ? 'ipv6' : 'ipv4');
+}
+
+function adminPlan(raw: RawConfig, warnings: PathIssue[]): ListenerPlan | null {
+  const listen = raw.admin?.listen === undefined ? DEFAULTS.admin : raw.admin.listen;
+  if (listen === null) return null;
+  if (!isLoopback(listen.host)) {
+    warnings.push({
+      path: ['admin', 'listen'],
+      message: `${listen.host} is not a loopback address: /metrics, /healthz and /readyz are public to anyone who can reach port ${listen.port}; bind 127.0.0.1 or firewall the port`,
+    });
+  }
+  return { port: listen.port, addresses: [listen.host] };
+}
+
+function alertsPlan(raw: RawConfig, upstreamUrl: string, resolve: (p: string) => string, warnings: PathIssue[]): AlertsPlan | null {
+  const a = raw.alerts;
+  if (a === undefined) return null;
+  const format = a.format ?? DEFAULTS.alertFormat;
+  if (a.access_token !== undefined) {
+    warnings.push({
+      path: ['alerts', 'access_token'],
+      message: 'the access token is written in the config; prefer access_token_file (a file only this service can read) so the secret stays out of the YAML',
+    });
+  }
+  return {
+    target:
+      format === 'generic'
+        ? { format, url: a.webhook! }
+        : {
+            format,
+            homeserver: (a.homeserver ?? upstreamUrl).replace(/\/+$/, ''),
+            roomId: a.room_id!,
+            accessTokenFile: a.access_token_file === undefined ? null : resolve(a.access_token_file),
+            accessToken: a.access_token ?? null,
+          },
+    afterFailures: a.after_failures ?? DEFAULTS.alertAfterFailures,
+    daysLeft: [...(a.days_left ?? DEFAULTS.alertDaysLeft)].sort((x, y) => y - x),
+  };
 }

@@ -107,6 +107,28 @@ export interface AcmePlan extends AcmeCaPlan {
   readonly fallbacks: readonly AcmeCaPlan[];
 }
 
+/** Where alerts go: a generic JSON webhook, or a Matrix room through a homeserver's client API. */
+export type AlertTarget =
+  | { readonly format: 'generic'; readonly url: string }
+  | {
+      readonly format: 'matrix';
+      /** Base URL of the homeserver's client API (default: the upstream, so alerts do not depend on this edge's TLS). */
+      readonly homeserver: string;
+      readonly roomId: string;
+      /** Absolute path of a file holding the access token (read at start), or null when it is inline. */
+      readonly accessTokenFile: string | null;
+      /** The access token written in the config, or null when it is in a file. */
+      readonly accessToken: string | null;
+    };
+
+export interface AlertsPlan {
+  readonly target: AlertTarget;
+  /** Renewal failures in a row (for one name) before an alert. */
+  readonly afterFailures: number;
+  /** Days-left thresholds, largest first; each alerts once per certificate. */
+  readonly daysLeft: readonly number[];
+}
+
 export interface Plan {
   /** Absolute path of the config file this plan came from. */
   readonly source: string;
@@ -137,6 +159,10 @@ export interface Plan {
   readonly log: { readonly level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' };
   /** Data-plane worker processes; null = one per CPU (decided at start). 1 = everything in one process. */
   readonly workers: number | null;
+  /** The plain-HTTP admin listener (/metrics, /healthz, /readyz): one address; port 0 picks a free one. null = off. */
+  readonly admin: ListenerPlan | null;
+  /** Alerts about certificates (renewal failing, expiry near, recovery); null = none. */
+  readonly alerts: AlertsPlan | null;
 }
 
 /** A problem found while loading a config. `line`/`column` are 1-based; absent when not tied to a place. */

@@ -27,9 +27,11 @@ export type JsonObject = { [key: string]: JsonValue };
 
 export type Issuer = 'acme' | 'internal' | 'files';
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+export type AlertFormat = 'generic' | 'matrix';
 
 export const ISSUERS: readonly Issuer[] = ['acme', 'internal', 'files'];
 export const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
+export const ALERT_FORMATS: readonly AlertFormat[] = ['generic', 'matrix'];
 
 /** ACME directory presets accepted by `acme.ca`. */
 export const ACME_PRESETS: Readonly<Record<string, string>> = {
@@ -59,6 +61,10 @@ export const DEFAULTS = {
   connections: 256,
   drainTimeoutMs: 10_000,
   logLevel: 'info' as LogLevel,
+  admin: { host: '127.0.0.1', port: 9090 } as AdminListenValue,
+  alertFormat: 'generic' as AlertFormat,
+  alertAfterFailures: 3,
+  alertDaysLeft: [14, 7, 2] as readonly number[],
 };
 
 const DAY = 86_400_000;
@@ -654,6 +660,132 @@ const workers = optional((value, report): number | 'auto' | undefined | Invalid 
 });
 const logSchema = z.preprocess(emptyToMap, z.strictObject(logShape)).optional();
 
+// ---------------------------------------------------------------------------------------------
+// Operations: the admin listener (metrics, health) and alerts
+
+export interface AdminListenValue {
+  /** IP literal, without brackets. */
+  readonly host: string;
+  readonly port: number;
+}
+
+const ADMIN_LISTEN_HELP = 'an address and port like 127.0.0.1:9090 or [::1]:9090 (or just a port, on 127.0.0.1)';
+
+/** `admin.listen`: "127.0.0.1:9090", "[::1]:9090", "localhost:9090" or a port; null/false: off. Port 0 picks a free one. */
+const adminListen = optional((value, report): AdminListenValue | null | undefined | Invalid => {
+  if (value === undefined || value === null || value === false) return value === false ? null : value;
+  if (typeof value === 'number') {
+    if (Number.isInteger(value) && value >= 0 && value <= 65535) return { host: DEFAULTS.admin.host, port: value };
+    return (report(`${value} is not a port (0–65535)`), INVALID);
+  }
+  const m = typeof value === 'string' ? /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value.trim()) : null;
+  if (m === null) return (report(`expected ${ADMIN_LISTEN_HELP}; got ${show(value)}`), INVALID);
+  const host = m[1] ?? (m[2] === 'localhost' ? '127.0.0.1' : m[2]!);
+  const port = Number(m[3]);
+  if (isIP(host) === 0) return (report(`${show(host)} is not an IP address; the admin listener binds an IP literal like 127.0.0.1 or [::1]`), INVALID);
+  if (port > 65535) return (report(`${port} is not a port (0–65535)`), INVALID);
+  return { host, port };
+});
+
+const adminShape = { listen: adminListen };
+/** `admin: null` or `admin: false` turns the admin listener off, like `admin: { listen: null }`. */
+const adminSchema = z
+  .preprocess((v) => (v === null || v === false ? { listen: null } : v), z.strictObject(adminShape))
+  .optional();
+
+function httpUrl(what: string) {
+  return optional((value, report): string | undefined | Invalid => {
+    if (value === undefined) return undefined;
+    if (typeof value === 'string' && isHttpUrl(value)) return value;
+    report(`expected ${what}, an http:// or https:// URL; got ${show(value)}`);
+    return INVALID;
+  });
+}
+
+/** A Matrix room ID (`!opaque:server`); aliases (#room:server) are not accepted by the send API. */
+const roomId = optional((value, report): string | undefined | Invalid => {
+  if (value === undefined) return undefined;
+  if (typeof value === 'string' && /^![^:\s]+:\S+$/.test(value)) return value;
+  const alias = typeof value === 'string' && value.startsWith('#');
+  report(
+    alias
+      ? `expected a room ID like "!abcdef:example.com", not an alias: find the ID in the room's settings (Advanced); got ${show(value)}`
+      : `expected a room ID like "!abcdef:example.com" (quote it: '!' starts a YAML tag); got ${show(value)}`,
+  );
+  return INVALID;
+});
+
+const accessToken = optional((value, report): string | undefined | Invalid => {
+  if (value === undefined) return undefined;
+  if (typeof value === 'string' && /^\S+$/.test(value)) return value;
+  report(`expected the access token of the account that posts alerts (one word, no spaces); got ${typeof value === 'string' ? 'text with spaces' : show(value)}`);
+  return INVALID;
+});
+
+const afterFailures = optional((value, report): number | undefined | Invalid => {
+  if (value === undefined) return undefined;
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= 100) return value;
+  report(`expected a whole number of failed renewals in a row (1–100); got ${show(value)}`);
+  return INVALID;
+});
+
+const daysLeft = listOf({
+  what: 'whole numbers of days like [14, 7, 2]',
+  single: true,
+  item: (value): Parsed<number> =>
+    typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= 365
+      ? { ok: true, value }
+      : { ok: false, error: `expected a whole number of days (1–365); got ${show(value)}` },
+});
+
+const alertsShape = {
+  format: oneOf(ALERT_FORMATS),
+  webhook: httpUrl('the URL alerts are POSTed to'),
+  homeserver: httpUrl('the homeserver that posts matrix alerts'),
+  room_id: roomId,
+  access_token: accessToken,
+  access_token_file: optionalPath('a file holding the access token'),
+  after_failures: afterFailures,
+  days_left: daysLeft,
+};
+
+/** Keys that belong to one format only, with the format they belong to. */
+const ALERT_KEYS_BY_FORMAT: Readonly<Record<string, AlertFormat>> = {
+  webhook: 'generic',
+  homeserver: 'matrix',
+  room_id: 'matrix',
+  access_token: 'matrix',
+  access_token_file: 'matrix',
+};
+
+/** `alerts: null` (or absent): no alerts. */
+const alertsSchema = z.preprocess(
+  (v) => (v === null ? undefined : v),
+  z
+    .strictObject(alertsShape)
+    .superRefine((alerts, ctx) => {
+      const format = alerts.format ?? DEFAULTS.alertFormat;
+      const issue = (path: string, message: string): void => ctx.addIssue({ code: 'custom', path: [path], message });
+      for (const [key, owner] of Object.entries(ALERT_KEYS_BY_FORMAT)) {
+        if (owner !== format && alerts[key as keyof typeof alerts] !== undefined) {
+          issue(key, `only used with alerts.format: ${owner} (it is ${format} here)`);
+        }
+      }
+      if (format === 'generic' && alerts.webhook === undefined) {
+        issue('webhook', 'required: the http(s) URL alerts are POSTed to as JSON (or set format: matrix to post to a Matrix room)');
+      }
+      if (format === 'matrix') {
+        if (alerts.room_id === undefined) issue('room_id', 'required with format matrix: the room alerts are posted to, like "!abcdef:example.com"');
+        if (alerts.access_token !== undefined && alerts.access_token_file !== undefined) {
+          issue('access_token', 'give access_token_file or access_token, not both');
+        } else if (alerts.access_token === undefined && alerts.access_token_file === undefined) {
+          issue('access_token_file', 'required with format matrix: a file holding the access token of the account that posts (or access_token inline)');
+        }
+      }
+    })
+    .optional(),
+);
+
 const rootShape = {
   server_name: serverName,
   hostname,
@@ -666,6 +798,8 @@ const rootShape = {
   proxy: proxySchema,
   log: logSchema,
   workers,
+  admin: adminSchema,
+  alerts: alertsSchema,
 };
 
 /** The whole document. Its output is the validated raw config that expand.ts turns into a Plan. */
@@ -696,6 +830,8 @@ export const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
   'acme.fallback[].eab': Object.keys(eabShape),
   proxy: Object.keys(proxyShape),
   log: Object.keys(logShape),
+  admin: Object.keys(adminShape),
+  alerts: Object.keys(alertsShape),
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 /**
  * The running edge's control socket: a Unix socket in the storage directory (`<storage>/edge.sock`,
  * mode 0600 inside the 0700 storage), through which `matrix-edge certs` reads the live renewal
- * state and `matrix-edge renew` has the running edge renew — with its own listeners answering the
- * challenges, its storage lock, and the new certificate served at once.
+ * state, `matrix-edge renew` has the running edge renew — with its own listeners answering the
+ * challenges, its storage lock, and the new certificate served at once — and `matrix-edge reload`
+ * has it load its config again.
  *
  * Protocol: one JSON request line, one JSON answer line, then the connection closes.
  */
@@ -11,14 +12,30 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Logger } from '../observe/log';
 import { FileStore, errorMessage } from '../store/fs-store';
-import type { AttemptResult, ManagedSource, NameStatus } from './managed-source';
+import type { AttemptResult, NameStatus } from './managed-source';
 
-export type ControlRequest = { readonly cmd: 'status' } | { readonly cmd: 'renew'; readonly names: readonly string[]; readonly force: boolean };
+export type ControlRequest =
+  | { readonly cmd: 'status' }
+  | { readonly cmd: 'renew'; readonly names: readonly string[]; readonly force: boolean }
+  | { readonly cmd: 'reload' };
+
+/** How a reload went: applied (with what changed), or refused with nothing changed. */
+export type ReloadOutcome =
+  | { readonly ok: true; readonly source: string; readonly changes: readonly string[]; readonly deferred: readonly string[] }
+  | { readonly ok: false; readonly source: string; readonly errors: readonly string[] };
 
 export type ControlAnswer =
   | { readonly ok: true; readonly pid: number; readonly names: readonly NameStatus[] }
   | { readonly ok: true; readonly pid: number; readonly results: readonly AttemptResult[] }
+  | { readonly ok: true; readonly pid: number; readonly reload: ReloadOutcome }
   | { readonly ok: false; readonly error: string };
+
+/** What the running edge does for each request; methods throw an Error to refuse. */
+export interface ControlHandler {
+  status(): readonly NameStatus[];
+  renew(names: readonly string[], force: boolean): Promise<readonly AttemptResult[]>;
+  reload(): Promise<ReloadOutcome>;
+}
 
 /** Longest request line accepted. */
 const MAX_REQUEST = 64 * 1024;
@@ -37,7 +54,7 @@ export class ControlSocket {
    * Listens on `<storage>/edge.sock`. Another live edge on the same storage keeps its socket (this
    * one then serves none, with a warning); a stale socket file is replaced. Never throws.
    */
-  static async open(storage: string, source: ManagedSource, log: Logger): Promise<ControlSocket | null> {
+  static async open(storage: string, handler: ControlHandler, log: Logger): Promise<ControlSocket | null> {
     const file = controlSocketPath(storage);
     if (Buffer.byteLength(file) > 100) {
       log.warn({ path: file }, 'storage path too long for a control socket; `matrix-edge renew` and `certs` will not reach this edge');
@@ -47,7 +64,7 @@ export class ControlSocket {
       log.warn({ path: file }, 'another edge is serving the control socket of this storage; `matrix-edge renew` reaches that one');
       return null;
     }
-    const server = net.createServer((socket) => serve(socket, source, log));
+    const server = net.createServer((socket) => serve(socket, handler, log));
     // A fresh storage may still be being created by the first certificate writes: make sure the
     // directory is there (0700), and try again once if it was being created under us.
     let failure: unknown = null;
@@ -77,7 +94,7 @@ export class ControlSocket {
     }
     server.on('error', (err) => log.error({ err: errorMessage(err) }, 'control socket error'));
     server.unref();
-    log.info({ path: file }, 'control socket open: `matrix-edge certs` and `renew` reach this edge');
+    log.info({ path: file }, 'control socket open: `matrix-edge certs`, `renew` and `reload` reach this edge');
     return new ControlSocket(server, file);
   }
 
@@ -87,7 +104,7 @@ export class ControlSocket {
   }
 }
 
-function serve(socket: net.Socket, source: ManagedSource, log: Logger): void {
+function serve(socket: net.Socket, handler: ControlHandler, log: Logger): void {
   let buffered = '';
   socket.setEncoding('utf8');
   socket.setTimeout(10_000, () => socket.destroy());
@@ -99,11 +116,11 @@ function serve(socket: net.Socket, source: ManagedSource, log: Logger): void {
     if (end === -1) return;
     socket.removeAllListeners('data');
     socket.setTimeout(0);
-    void answer(buffered.slice(0, end), source, log).then((reply) => socket.end(JSON.stringify(reply) + '\n'));
+    void answer(buffered.slice(0, end), handler, log).then((reply) => socket.end(JSON.stringify(reply) + '\n'));
   });
 }
 
-async function answer(line: string, source: ManagedSource, log: Logger): Promise<ControlAnswer> {
+async function answer(line: string, handler: ControlHandler, log: Logger): Promise<ControlAnswer> {
   let request: ControlRequest;
   try {
     request = JSON.parse(line) as ControlRequest;
@@ -111,11 +128,15 @@ async function answer(line: string, source: ManagedSource, log: Logger): Promise
     return { ok: false, error: 'the request is not JSON' };
   }
   try {
-    if (request.cmd === 'status') return { ok: true, pid: process.pid, names: source.status() };
+    if (request.cmd === 'status') return { ok: true, pid: process.pid, names: handler.status() };
     if (request.cmd === 'renew') {
       const names = Array.isArray(request.names) ? request.names.filter((n): n is string => typeof n === 'string') : [];
       log.info({ names: names.length === 0 ? 'all' : names, force: request.force === true }, 'renewal requested through the control socket');
-      return { ok: true, pid: process.pid, results: await source.renewNow(names, request.force === true) };
+      return { ok: true, pid: process.pid, results: await handler.renew(names, request.force === true) };
+    }
+    if (request.cmd === 'reload') {
+      log.info('reload requested through the control socket');
+      return { ok: true, pid: process.pid, reload: await handler.reload() };
     }
     return { ok: false, error: `unknown command ${JSON.stringify((request as { cmd?: unknown }).cmd)}` };
   } catch (err) {

@@ -18,6 +18,7 @@ import type { X509Certificate } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { isIP } from 'node:net';
 import type { Logger } from '../observe/log';
+import type { IssueErrorType } from '../observe/metrics';
 import type { CertificateMaterial } from '../plane/messages';
 import {
   checkKeyMatches,
@@ -51,7 +52,21 @@ export interface Issuer {
   issue(names: string[], options?: IssueOptions): Promise<{ certPem: string; keyPem: string }>;
   /** The CA's renewal window for `leaf` (ARI); null when the CA offers none. Throws when it cannot be asked. */
   renewalInfo?(leaf: X509Certificate): Promise<RenewalAdvice | null>;
+  /** Have `observer` told how long each HTTP request to the CA took (for the latency metric). */
+  observeRequests?(observer: (seconds: number) => void): void;
 }
+
+/** What a ManagedSource tells its listeners (metrics, alerts). */
+export type ManagedSourceEvent =
+  /** One certificate request to one issuer ended (a name's attempt asks the primary, then each fallback). */
+  | { readonly type: 'request'; readonly name: string; readonly issuer: string; readonly ok: true }
+  | { readonly type: 'request'; readonly name: string; readonly issuer: string; readonly ok: false; readonly errorType: IssueErrorType; readonly error: string }
+  /** A name's attempt failed with every issuer: `failures` in a row so far; `notAfter` (ms) of what is still served. */
+  | { readonly type: 'failed'; readonly name: string; readonly failures: number; readonly error: string; readonly notAfter: number | null }
+  /** One HTTP request to an issuer's CA took `seconds`. */
+  | { readonly type: 'ca-request'; readonly issuer: string; readonly seconds: number };
+
+export type ManagedSourceListener = (event: ManagedSourceEvent) => void;
 
 export interface ManagedSourceOptions {
   /** Names to keep a certificate for (one certificate each), e.g. plan.names. */
@@ -153,6 +168,7 @@ export class ManagedSource implements CertificateSource {
   private install: ((material: CertificateMaterial) => void) | null = null;
   private pollTimer: Timer | null = null;
   private readyWaiters: Array<() => void> = [];
+  private readonly listeners = new Set<ManagedSourceListener>();
   private stopped = false;
 
   constructor(options: ManagedSourceOptions) {
@@ -168,6 +184,25 @@ export class ManagedSource implements CertificateSource {
     this.locks = options.locks ?? new StorageLocks(this.store.root);
     this.storePollMs = options.storePollMs ?? 10_000;
     this.retryBaseMs = options.retryBaseMs ?? RETRY_BASE_MS;
+    for (const issuer of this.issuers) {
+      issuer.observeRequests?.((seconds) => this.emit({ type: 'ca-request', issuer: issuer.id, seconds }));
+    }
+  }
+
+  /** Be told about requests, failures and CA latency (see ManagedSourceEvent). Returns the unsubscribe. */
+  on(listener: ManagedSourceListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(event: ManagedSourceEvent): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(event);
+      } catch (err) {
+        this.log.error({ event: event.type, err: errorMessage(err) }, 'a certificate event listener failed');
+      }
+    }
   }
 
   async start(install: (material: CertificateMaterial) => void): Promise<void> {
@@ -390,6 +425,7 @@ export class ManagedSource implements CertificateSource {
         try {
           const { certPem, keyPem } = await issuer.issue([name], { replacing: state.current?.issuerId === issuer.id ? state.current.leaf : null });
           const leaf = checkIssued(name, certPem, keyPem, issuer.id);
+          this.emit({ type: 'request', name, issuer: issuer.id, ok: true });
           if (!(await lock.stillHeld())) {
             this.log.warn({ name }, 'the storage lock was taken over while this certificate was being obtained (this process looked hung); storing it anyway');
           }
@@ -407,6 +443,7 @@ export class ManagedSource implements CertificateSource {
           const retryAfterMs = (err as { retryAfterMs?: unknown }).retryAfterMs;
           const problem = (err as { problem?: unknown }).problem ?? null;
           errors.push({ issuer: issuer.id, error: message, retryAfterMs: typeof retryAfterMs === 'number' ? retryAfterMs : null, problem });
+          this.emit({ type: 'request', name, issuer: issuer.id, ok: false, errorType: issueErrorType(err), error: message });
           if (this.issuers.indexOf(issuer) < this.issuers.length - 1) {
             this.log.error({ name, issuer: issuer.id, err: message, problem }, 'certificate request failed; trying the next CA');
           }
@@ -458,6 +495,7 @@ export class ManagedSource implements CertificateSource {
     }
     state.next = { at: retryAt, reason: `retry ${state.failures} after a failure` };
     this.arm(state, delay, () => void this.attempt(state, false));
+    this.emit({ type: 'failed', name, failures: state.failures, error: state.lastError, notAfter: current?.notAfter ?? null });
     return { name, ok: false, serial: current?.serial ?? null, outcome: 'failed', error: state.lastError };
   }
 
@@ -631,6 +669,25 @@ export class ManagedSource implements CertificateSource {
       for (const resolve of this.readyWaiters.splice(0)) resolve();
     }
   }
+}
+
+/** A network failure as the ACME library and Node report it (no answer from the CA at all). */
+const NETWORK_ERROR = /\b(ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|EPIPE|socket hang up|timeout of \d+ms exceeded|network socket disconnected)\b/i;
+/** Problem types of a failed validation (RFC 8555 §6.7). */
+const CHALLENGE_PROBLEMS = new Set(['unauthorized', 'connection', 'dns', 'tls', 'incorrectResponse', 'caa']);
+
+/**
+ * The error type a failed certificate request is counted under, from the shapes issuers throw: the
+ * CA's problem document (`problem.type`), a failed validation (`ChallengeFailed`), or the message.
+ */
+export function issueErrorType(err: unknown): IssueErrorType {
+  const e = (err ?? {}) as { name?: unknown; problem?: { type?: unknown } | null; message?: unknown };
+  const problem = typeof e.problem?.type === 'string' ? e.problem.type.replace(/^urn:ietf:params:acme:error:/, '') : null;
+  if (problem === 'rateLimited') return 'rateLimited';
+  if (e.name === 'ChallengeFailed' || (problem !== null && CHALLENGE_PROBLEMS.has(problem))) return 'challenge';
+  if (problem === 'badNonce') return 'badNonce';
+  if (NETWORK_ERROR.test(String(e.message ?? err))) return 'network';
+  return 'other';
 }
 
 /** Parses what an issuer returned and checks it is usable for `name`; returns the leaf. */

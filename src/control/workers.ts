@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as module_ from 'node:module';
 import * as path from 'node:path';
 import type { Logger } from '../observe/log';
-import type { BoundListenerInfo, CertificateMaterial, ControlToData, PrimaryToWorker, WorkerToPrimary } from '../plane/messages';
+import type { BoundListenerInfo, CertificateMaterial, ControlToData, DataPlaneStats, PrimaryToWorker, WorkerToPrimary } from '../plane/messages';
 
 /** The compiled worker entry, beside this file's compiled directory (dist/data/worker-main.js). */
 export function workerEntry(): string {
@@ -20,6 +20,8 @@ export function workerEntry(): string {
 /** Restarts of a crashing worker are spaced out: 0.1 s doubling to 10 s while crashes keep coming. */
 const RESTART_MIN_MS = 100;
 const RESTART_MAX_MS = 10_000;
+/** How long stats() waits for a worker's figures. */
+const STATS_TIMEOUT_MS = 1000;
 /** A worker that lived this long resets the restart delay. */
 const HEALTHY_AFTER_MS = 30_000;
 
@@ -28,8 +30,6 @@ interface Slot {
   worker: Worker | null;
   startedAt: number;
   restartDelayMs: number;
-  /** Settles when the current worker has bound its listeners (or failed to). */
-  listening: Promise<BoundListenerInfo[]> | null;
 }
 
 export class WorkerPool {
@@ -37,8 +37,14 @@ export class WorkerPool {
   private readonly certificates = new Map<string, CertificateMaterial>();
   private readonly httpChallenges = new Map<string, string>();
   private readonly alpnChallenges = new Map<string, Extract<ControlToData, { type: 'alpn-challenge-add' }>>();
+  private ticketKeys: Extract<ControlToData, { type: 'ticket-keys' }> | null = null;
   private readonly slots: Slot[] = [];
   private closing = false;
+  private statsRequests = 0;
+  /** Whether the workers have bound their listeners once (later listen() calls follow a new plan). */
+  private listened = false;
+  /** Called when a worker exits unexpectedly (it is then replaced). */
+  onWorkerExit: ((worker: number) => void) | null = null;
 
   constructor(
     private readonly count: number,
@@ -71,6 +77,9 @@ export class WorkerPool {
       case 'alpn-challenge-remove':
         this.alpnChallenges.delete(message.name);
         break;
+      case 'ticket-keys':
+        this.ticketKeys = message;
+        break;
     }
     for (const slot of this.slots) if (slot.worker !== null) send(slot.worker, message);
   }
@@ -83,61 +92,107 @@ export class WorkerPool {
     if (this.slots.length > 0 || this.closing || !fs.existsSync(this.entry)) return;
     cluster.setupPrimary({ exec: this.entry, args: [], silent: false });
     for (let i = 0; i < this.count; i++) {
-      const slot: Slot = { index: i, worker: null, startedAt: 0, restartDelayMs: RESTART_MIN_MS, listening: null };
+      const slot: Slot = { index: i, worker: null, startedAt: 0, restartDelayMs: RESTART_MIN_MS };
       this.slots.push(slot);
       this.fork(slot);
     }
   }
 
-  /** Start the workers (when not yet) and bind every listener in each. Rejects (stopping them) when one cannot bind. */
+  /**
+   * Start the workers (when not yet) and have each bind the current plan's listeners (after a new
+   * plan: the added ones; removed ones stop accepting). The first time, a failure stops the workers.
+   */
   async listen(): Promise<BoundListenerInfo[]> {
     if (this.plan === null) throw new Error('worker pool: listen() before a plan');
     if (!fs.existsSync(this.entry)) {
       throw new Error(`the data-plane worker ${this.entry} is missing: build the edge (npm run build) or set workers: 1`);
     }
+    const first = !this.listened;
     this.forkAll();
     try {
-      const bound = await Promise.all(this.slots.map((slot) => this.bind(slot)));
-      this.log.info({ workers: this.count, pids: this.slots.map((s) => s.worker?.process.pid) }, 'data-plane workers listening');
-      return bound[0]!;
+      const bound = await Promise.all(this.slots.filter((slot) => slot.worker !== null).map((slot) => this.bind(slot)));
+      if (first) this.log.info({ workers: this.count, pids: this.slots.map((s) => s.worker?.process.pid) }, 'data-plane workers listening');
+      this.listened = true;
+      return bound[0] ?? [];
     } catch (err) {
-      await this.close(0);
+      if (first) await this.close(0);
       throw err;
     }
   }
 
-  /** Forks the slot's worker and replays the state; `slot.listening` settles once it has bound. */
+  /** Forks the slot's worker and replays the state. */
   private fork(slot: Slot): void {
     const worker = cluster.fork({ MATRIX_EDGE_WORKER: String(slot.index + 1), ...compileCacheEnv() });
     slot.worker = worker;
     slot.startedAt = Date.now();
-    slot.listening = new Promise<BoundListenerInfo[]>((resolve, reject) => {
-      const onMessage = (message: WorkerToPrimary): void => {
-        if (message.type === 'listening') {
-          worker.off('message', onMessage);
-          resolve([...message.listeners]);
-        } else if (message.type === 'listen-failed') {
-          worker.off('message', onMessage);
-          reject(new Error(message.error));
-        }
-      };
-      worker.on('message', onMessage);
-      worker.once('exit', (code, signal) => reject(new Error(`data-plane worker exited before listening (${signal ?? `code ${code}`})`)));
-    });
-    // A rejection nobody awaits (a replacement that fails) must not crash the primary.
-    slot.listening.catch(() => undefined);
     worker.once('exit', (code, signal) => this.onExit(slot, worker, code, signal));
     send(worker, this.plan!);
     for (const material of this.certificates.values()) send(worker, { type: 'certificate', material });
     for (const [token, keyAuthorization] of this.httpChallenges) send(worker, { type: 'challenge-add', token, keyAuthorization });
     for (const add of this.alpnChallenges.values()) send(worker, add);
+    if (this.ticketKeys !== null) send(worker, this.ticketKeys);
   }
 
-  /** Tells the slot's worker to bind; resolves with what it bound. */
+  /** Tells the slot's worker to bind the current plan's listeners; resolves with what it has bound. */
   private bind(slot: Slot): Promise<BoundListenerInfo[]> {
-    if (slot.worker === null || slot.listening === null) return Promise.reject(new Error('data-plane worker exited before listening'));
-    send(slot.worker, { type: 'listen' });
-    return slot.listening;
+    const worker = slot.worker;
+    if (worker === null) return Promise.reject(new Error('data-plane worker exited before listening'));
+    const listening = new Promise<BoundListenerInfo[]>((resolve, reject) => {
+      const settle = (): void => {
+        worker.off('message', onMessage);
+        worker.off('exit', onExit);
+      };
+      const onMessage = (message: WorkerToPrimary): void => {
+        if (message.type === 'listening') {
+          settle();
+          resolve([...message.listeners]);
+        } else if (message.type === 'listen-failed') {
+          settle();
+          reject(new Error(message.error));
+        }
+      };
+      const onExit = (code: number | null, signal: string | null): void => {
+        settle();
+        reject(new Error(`data-plane worker exited before listening (${signal ?? `code ${code}`})`));
+      };
+      worker.on('message', onMessage);
+      worker.once('exit', onExit);
+    });
+    // A rejection nobody awaits (a replacement that fails) must not crash the primary.
+    listening.catch(() => undefined);
+    send(worker, { type: 'listen' });
+    return listening;
+  }
+
+  /**
+   * Every live worker's traffic figures since its previous report. A worker that does not answer
+   * within a second is left out (its figures come with the next report).
+   */
+  async statsReport(): Promise<DataPlaneStats[]> {
+    const id = ++this.statsRequests;
+    const live = this.slots.map((s) => s.worker).filter((w): w is Worker => w !== null && w.isConnected());
+    const answers = await Promise.all(
+      live.map(
+        (worker) =>
+          new Promise<DataPlaneStats | null>((resolve) => {
+            const done = (stats: DataPlaneStats | null): void => {
+              clearTimeout(timer);
+              worker.off('message', onMessage);
+              worker.off('exit', onExit);
+              resolve(stats);
+            };
+            const onMessage = (message: WorkerToPrimary): void => {
+              if (message.type === 'stats' && message.id === id) done(message.stats);
+            };
+            const onExit = (): void => done(null);
+            const timer = setTimeout(() => done(null), STATS_TIMEOUT_MS);
+            worker.on('message', onMessage);
+            worker.once('exit', onExit);
+            send(worker, { type: 'report-stats', id });
+          }),
+      ),
+    );
+    return answers.filter((a): a is DataPlaneStats => a !== null);
   }
 
   private onExit(slot: Slot, worker: Worker, code: number | null, signal: string | null): void {
@@ -147,6 +202,7 @@ export class WorkerPool {
     const lived = Date.now() - slot.startedAt;
     slot.restartDelayMs = lived >= HEALTHY_AFTER_MS ? RESTART_MIN_MS : Math.min(slot.restartDelayMs * 2, RESTART_MAX_MS);
     const delay = lived >= HEALTHY_AFTER_MS ? 0 : slot.restartDelayMs;
+    this.onWorkerExit?.(slot.index + 1);
     this.log.error(
       { worker: slot.index + 1, pid: worker.process.pid, code, signal, restartInMs: delay },
       'data-plane worker exited unexpectedly; starting a new one (the other workers keep serving)',

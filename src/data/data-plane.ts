@@ -10,9 +10,9 @@ import { isIPv6, type Socket } from 'node:net';
 import type { BlockList } from 'node:net';
 import type { Duplex } from 'node:stream';
 import * as tls from 'node:tls';
-import type { Plan } from '../config/plan';
+import type { Plan, UpstreamPlan } from '../config/plan';
 import type { Logger } from '../observe/log';
-import type { BoundListenerInfo, ControlToData } from '../plane/messages';
+import type { BoundListenerInfo, ControlToData, DataPlaneStats } from '../plane/messages';
 import { CLIENT_HELLO_LIMIT, inspectClientHello } from './client-hello';
 import { Exchange, type Req, type Res } from './exchange';
 import { sendMatrixError } from './handlers/errors';
@@ -20,6 +20,7 @@ import { PlainHttpHandler } from './handlers/plain-http';
 import { buildTrustList, forward, UpstreamPool } from './handlers/proxy';
 import { WellKnownHandler } from './handlers/wellknown';
 import { buildRouteTable, decide, type RouteTable } from './router';
+import { TrafficStats } from './stats';
 import { CertificateTable, TLS_BASE } from './tls';
 
 /** A listener as bound (with the actual port when 0 was asked). */
@@ -70,23 +71,41 @@ export class DataPlane {
   private readonly challenges = new Map<string, string>();
   /** TLS-ALPN-01 answers: name (lower case) → the context with its challenge certificate. */
   private readonly alpnChallenges = new Map<string, tls.SecureContext>();
+  /** Session ticket keys shared by every worker (null: each listener's own random keys). */
+  private ticketKeys: Buffer | null = null;
   /** HTTPS connections whose ClientHello is being read, and validation handshakes in progress. */
   private readonly screening = new Set<Socket>();
-  private readonly servers: Server[] = [];
+  /** Bound listeners by "kind address port" (the plan's port). */
+  private readonly servers = new Map<string, { readonly server: Server; readonly info: BoundListener }>();
+  /** Listeners a new plan removed, closing as their last connections end. */
+  private readonly retired = new Set<Server>();
   private readonly sockets = new Set<Socket>();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private readonly access: Logger;
+  private readonly stats: TrafficStats;
   private closing = false;
 
   /**
    * @param options.reusePort bind with SO_REUSEPORT (each worker process of a pool binds its own
    *        socket on the same port and the kernel spreads connections among them)
+   * @param options.worker the worker's number in its pool, for the traffic figures (0: no pool)
    */
   constructor(
     private readonly log: Logger,
-    private readonly options: { readonly reusePort?: boolean } = {},
+    private readonly options: { readonly reusePort?: boolean; readonly worker?: number } = {},
   ) {
     this.access = log.child({ component: 'access' });
+    this.stats = new TrafficStats(options.worker ?? 0);
+  }
+
+  /** Traffic figures since the previous call (see DataPlaneStats). */
+  takeStats(): DataPlaneStats {
+    return this.stats.take();
+  }
+
+  /** The same, shaped like a worker pool's answer (one data plane). */
+  async statsReport(): Promise<DataPlaneStats[]> {
+    return [this.stats.take()];
   }
 
   /** Apply one message from the control plane. */
@@ -114,6 +133,10 @@ export class DataPlane {
       case 'alpn-challenge-remove':
         this.alpnChallenges.delete(message.name.toLowerCase());
         return;
+      case 'ticket-keys':
+        this.ticketKeys = Buffer.from(message.keys, 'base64');
+        for (const { server } of this.servers.values()) if (server instanceof tls.Server) server.setTicketKeys(this.ticketKeys);
+        return;
     }
   }
 
@@ -122,10 +145,20 @@ export class DataPlane {
     return this.certificates;
   }
 
+  /**
+   * Install a plan: the first one, or a replacement (live reload). A replacement swaps routes,
+   * well-known answers, trusted proxies and the served names at once for new requests; an upstream
+   * whose settings did not change keeps its pool (and its open connections); a changed or removed
+   * one gets a new pool while the old one finishes what it carries. Listeners change with the
+   * next listen().
+   */
   private applyPlan(plan: Plan): void {
-    if (this.serving !== null) throw new Error('data plane: live plan replacement is not supported yet');
+    const previous = this.serving;
     const upstreams = new Map<string, UpstreamPool>();
-    for (const u of plan.upstreams) upstreams.set(u.name, new UpstreamPool(u));
+    for (const u of plan.upstreams) {
+      const kept = previous?.upstreams.get(u.name);
+      upstreams.set(u.name, kept !== undefined && sameSettings(kept.plan, u) ? kept : new UpstreamPool(u));
+    }
     const table = buildRouteTable(plan.names, plan.routes);
     const httpsPorts = plan.listen.https.map((l) => l.port);
     const redirectPort = httpsPorts.includes(443) ? 443 : httpsPorts[0]!;
@@ -137,26 +170,50 @@ export class DataPlane {
       trusted: buildTrustList(plan.trustedProxies),
       plain: new PlainHttpHandler(table.names, redirectPort, this.challenges),
     };
-    this.certificates = new CertificateTable(plan.names[0]!);
+    if (this.certificates === null) this.certificates = new CertificateTable(plan.names[0]!);
+    else this.certificates.serveOnly(plan.names);
+    for (const [name, pool] of previous?.upstreams ?? []) {
+      if (upstreams.get(name) !== pool) void pool.close().catch(() => undefined);
+    }
   }
 
-  /** Bind every listener of the plan. Rejects (closing what was bound) when one cannot be bound. */
+  /**
+   * Bind every listener of the current plan that is not bound yet, and stop accepting on those the
+   * plan no longer has (their open connections carry on to their end). Resolves with every listener
+   * of the plan. On the first call a failure closes everything; on a later one, only what this call
+   * bound, and the listeners that were serving keep serving.
+   */
   async listen(): Promise<BoundListener[]> {
     const serving = this.serving;
     if (serving === null) throw new Error('data plane: listen() before a plan');
+    const first = this.servers.size === 0;
     const bound: BoundListener[] = [];
+    const added: Server[] = [];
+    const wanted = new Set<string>();
     const groups: Array<{ kind: 'https' | 'http'; port: number; addresses: readonly string[] }> = [
       ...serving.plan.listen.https.map((l) => ({ kind: 'https' as const, port: l.port, addresses: l.addresses })),
       ...(serving.plan.listen.http === null ? [] : [{ kind: 'http' as const, port: serving.plan.listen.http.port, addresses: serving.plan.listen.http.addresses }]),
     ];
     try {
-      for (const group of groups) {
+      for (const [index, group] of groups.entries()) {
         const missingIPv6: string[] = [];
         let boundHere = 0;
         for (const address of group.addresses) {
+          // Port 0 (any free port, in tests) may appear more than once: such entries go by position.
+          const key = `${group.kind} ${address} ${group.port === 0 ? `0#${index}` : group.port}`;
+          wanted.add(key);
+          const existing = this.servers.get(key);
+          if (existing !== undefined) {
+            bound.push(existing.info);
+            boundHere++;
+            continue;
+          }
           const server = group.kind === 'https' ? this.createHttps() : this.createHttp();
           try {
-            bound.push(await this.bind(server, group.kind, address, group.port));
+            const info = await this.bind(server, group.kind, address, group.port);
+            this.servers.set(key, { server, info });
+            added.push(server);
+            bound.push(info);
             boundHere++;
           } catch (err) {
             // A machine without IPv6 should not stop an IPv4 service; the warning says so.
@@ -171,10 +228,23 @@ export class DataPlane {
         }
       }
     } catch (err) {
-      await this.close(0);
+      if (first) await this.close(0);
+      else for (const [key, { server }] of this.servers) if (added.includes(server)) this.retire(key, server);
       throw err;
     }
+    for (const [key, { server, info }] of this.servers) {
+      if (wanted.has(key)) continue;
+      this.log.info({ kind: info.kind, address: info.address, port: info.port }, 'listener removed by the new plan: no new connections; open ones carry on');
+      this.retire(key, server);
+    }
     return bound;
+  }
+
+  /** Stop accepting on a listener; its connections stay until they end (or the edge stops). */
+  private retire(key: string, server: Server): void {
+    this.servers.delete(key);
+    this.retired.add(server);
+    server.close(() => this.retired.delete(server));
   }
 
   private bind(server: Server, kind: 'https' | 'http', address: string, port: number): Promise<BoundListener> {
@@ -196,7 +266,6 @@ export class DataPlane {
       server.listen({ host: address, port, ipv6Only: isIPv6(address), ...shared }, () => {
         server.off('error', onError);
         server.on('error', (err) => this.log.error({ err, kind, address, port }, 'listener error'));
-        this.servers.push(server);
         const actual = server.address();
         resolve({ kind, address, port: typeof actual === 'object' && actual !== null ? actual.port : port });
       });
@@ -215,9 +284,14 @@ export class DataPlane {
     });
     Object.assign(server, HTTP1_LIMITS);
     this.screenConnections(server);
-    const stopWatching = certificates.onDefaultChange((m) => server.setSecureContext({ ...TLS_BASE, cert: m.certPem, key: m.keyPem }));
+    if (this.ticketKeys !== null) server.setTicketKeys(this.ticketKeys);
+    const stopWatching = certificates.onDefaultChange((m) => {
+      server.setSecureContext({ ...TLS_BASE, cert: m.certPem, key: m.keyPem });
+      // A new context comes with keys of its own: keep the shared ones.
+      if (this.ticketKeys !== null) server.setTicketKeys(this.ticketKeys);
+    });
     server.once('close', stopWatching);
-    server.on('secureConnection', (socket: Socket) => this.track(socket));
+    server.on('secureConnection', (socket: Socket) => this.track(socket, 'https'));
     server.on('session', (session: http2.ServerHttp2Session) => {
       this.sessions.add(session);
       session.once('close', () => this.sessions.delete(session));
@@ -335,14 +409,18 @@ export class DataPlane {
       res.once('close', () => this.logAccess(req, res, ex, 'http'));
       serving.plain.handle(req, res, ex);
     });
-    server.on('connection', (socket: Socket) => this.track(socket));
+    server.on('connection', (socket: Socket) => this.track(socket, 'http'));
     server.on('connect', refuseConnect);
     return server;
   }
 
-  private track(socket: Socket): void {
+  private track(socket: Socket, kind: 'https' | 'http'): void {
     this.sockets.add(socket);
-    socket.once('close', () => this.sockets.delete(socket));
+    this.stats.opened(socket, `${kind}:${socket.localPort}`);
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      this.stats.closed(socket);
+    });
   }
 
   private onRequest(req: Req, res: Res, expectContinue: boolean): void {
@@ -361,6 +439,7 @@ export class DataPlane {
     const action = route.action;
     switch (action.type) {
       case 'proxy':
+        ex.upstream = action.upstream;
         forward(req, res, ex, serving.upstreams.get(action.upstream)!, action.maxBodyBytes, serving, expectContinue);
         return;
       case 'well-known':
@@ -374,6 +453,11 @@ export class DataPlane {
 
   private logAccess(req: Req, res: Res, ex: Exchange, scheme: 'https' | 'http'): void {
     const status = res.writableFinished ? res.statusCode : 499;
+    this.stats.request(ex.route, status);
+    if (ex.upstream !== null && ex.upstreamMs >= 0) this.stats.upstreamAnswered(ex.upstream, ex.upstreamMs);
+    const failed = status >= 500 || ex.failure !== undefined;
+    // The entry is built only when it is written: at level warn most requests cost no log work.
+    if (!this.access.isLevelEnabled(failed ? 'warn' : 'info')) return;
     const entry = {
       method: req.method,
       host: req.headers.host ?? req.headers[':authority'],
@@ -387,7 +471,7 @@ export class DataPlane {
       peer: ex.peer,
       error: ex.failure,
     };
-    if (status >= 500 || ex.failure !== undefined) this.access.warn(entry, 'request');
+    if (failed) this.access.warn(entry, 'request');
     else this.access.info(entry, 'request');
   }
 
@@ -397,15 +481,16 @@ export class DataPlane {
    */
   async close(drainMs: number, onStopAccepting?: () => void): Promise<void> {
     this.closing = true;
-    const closed = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    const servers = [...[...this.servers.values()].map((s) => s.server), ...this.retired];
+    const closed = servers.map((s) => new Promise<void>((resolve) => (s.listening ? s.close(() => resolve()) : s.once('close', () => resolve()))));
     onStopAccepting?.();
     // Connections still showing their ClientHello, and validation handshakes, are not requests to drain.
     for (const socket of this.screening) socket.destroy();
     for (const session of this.sessions) session.close();
     const idleSweep = setInterval(() => {
-      for (const s of this.servers) if ('closeIdleConnections' in s) s.closeIdleConnections();
+      for (const s of servers) if ('closeIdleConnections' in s) s.closeIdleConnections();
     }, 50);
-    for (const s of this.servers) if ('closeIdleConnections' in s) s.closeIdleConnections();
+    for (const s of servers) if ('closeIdleConnections' in s) s.closeIdleConnections();
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), drainMs);
@@ -419,10 +504,16 @@ export class DataPlane {
       for (const socket of this.sockets) socket.destroy();
       await Promise.all(closed);
     }
-    this.servers.length = 0;
+    this.servers.clear();
+    this.retired.clear();
     const pools = this.serving === null ? [] : [...this.serving.upstreams.values()];
     await Promise.all(pools.map((p) => p.destroy()));
   }
+}
+
+/** Whether two upstream settings would make the same pool. */
+function sameSettings(a: UpstreamPlan, b: UpstreamPlan): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
 }
 
 const CONNECT_REFUSAL = (() => {

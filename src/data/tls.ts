@@ -27,7 +27,25 @@ export class CertificateTable {
   private readonly defaultListeners = new Set<(material: CertificateMaterial) => void>();
 
   /** @param defaultName the name whose certificate answers no-SNI clients (the hostname) */
-  constructor(private readonly defaultName: string) {}
+  constructor(private defaultName: string) {}
+
+  /**
+   * A new plan's names: certificates of names no longer served are forgotten (their SNI gets the
+   * default certificate, and the router refuses their requests); the first name becomes the default.
+   */
+  serveOnly(names: readonly string[]): void {
+    const keep = new Set(names.map((n) => n.toLowerCase()));
+    for (const name of [...this.contexts.keys()]) {
+      if (keep.has(name)) continue;
+      this.contexts.delete(name);
+      this.materials.delete(name);
+    }
+    const defaultName = names[0]!.toLowerCase();
+    if (defaultName === this.defaultName) return;
+    this.defaultName = defaultName;
+    const material = this.materials.get(defaultName);
+    if (material !== undefined) for (const listener of this.defaultListeners) listener(material);
+  }
 
   /** Install (or replace) a certificate for the names it carries. Throws on an unusable key/chain. */
   install(material: CertificateMaterial): void {

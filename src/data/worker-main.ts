@@ -42,7 +42,7 @@ process.on('message', (message: PrimaryToWorker) => {
     case 'plan':
       if (data === null) {
         log = createLogger(message.plan.log.level).child({ worker: WORKER });
-        data = new DataPlane(log.child({ component: 'data' }), { reusePort: true });
+        data = new DataPlane(log.child({ component: 'data' }), { reusePort: true, worker: WORKER });
       }
       data.receive(message);
       return;
@@ -52,6 +52,9 @@ process.on('message', (message: PrimaryToWorker) => {
         (listeners) => send({ type: 'listening', listeners }),
         (err: unknown) => send({ type: 'listen-failed', error: errorMessage(err) }),
       );
+      return;
+    case 'report-stats':
+      if (data !== null) send({ type: 'stats', id: message.id, stats: data.takeStats() });
       return;
     case 'stop':
       void stop(message.drainMs);

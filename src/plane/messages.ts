@@ -27,7 +27,12 @@ export type ControlToData =
    * challenge certificate (RFC 8737) on every HTTPS listener; other handshakes are unaffected.
    */
   | { readonly type: 'alpn-challenge-add'; readonly name: string; readonly certPem: string; readonly keyPem: string }
-  | { readonly type: 'alpn-challenge-remove'; readonly name: string };
+  | { readonly type: 'alpn-challenge-remove'; readonly name: string }
+  /**
+   * TLS session ticket keys (48 bytes, base64) for every HTTPS listener of every worker, so a
+   * client resumes its session whichever worker it reaches; replaced on rotation.
+   */
+  | { readonly type: 'ticket-keys'; readonly keys: string };
 
 export type DataToControl =
   | { readonly type: 'challenge-hit'; readonly token: string; readonly host: string }
@@ -41,6 +46,8 @@ export type PrimaryToWorker =
   | ControlToData
   /** Bind the plan's listeners (SO_REUSEPORT: every worker binds the same ports). */
   | { readonly type: 'listen' }
+  /** Send the traffic figures gathered since the previous report (a `stats` message with this id). */
+  | { readonly type: 'report-stats'; readonly id: number }
   /** Stop accepting, drain for up to drainMs, exit. */
   | { readonly type: 'stop'; readonly drainMs: number };
 
@@ -50,8 +57,34 @@ export interface BoundListenerInfo {
   readonly port: number;
 }
 
+/**
+ * What a data-plane process reports to the primary every few seconds, for the metrics
+ * (EdgeMetrics.recordDataPlaneStats): counts since its previous report, gauges as they are now.
+ */
+export interface DataPlaneStats {
+  /** The worker's number (1…N); 0 for the data plane running in the primary. */
+  readonly worker: number;
+  /** Requests answered since the previous report, by route id (plan.routes[].id) and status code. */
+  readonly requests: readonly { readonly route: string; readonly status: number; readonly count: number }[];
+  /**
+   * Upstream latency (request forwarded → response headers) since the previous report, per upstream:
+   * how many fell in each bucket of UPSTREAM_LATENCY_BUCKETS (src/observe/metrics.ts; not
+   * cumulative, one more count at the end for +Inf) and their sum in seconds.
+   */
+  readonly upstreamLatency: readonly { readonly upstream: string; readonly buckets: readonly number[]; readonly sumSeconds: number }[];
+  /** Client connections open now, per listener, e.g. "https:443", "http:80". */
+  readonly openConnections: readonly { readonly listener: string; readonly open: number }[];
+  /** Bytes read from and written to client connections (plaintext, headers included) since the previous report. */
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  /** When (ms epoch) the upstream last answered a forwarded request; null when it has not since the previous report. */
+  readonly upstreamAnsweredAt: number | null;
+}
+
 export type WorkerToPrimary =
   | { readonly type: 'listening'; readonly listeners: readonly BoundListenerInfo[] }
+  /** Traffic figures for the metrics, answering `report-stats` with its id. */
+  | { readonly type: 'stats'; readonly id: number; readonly stats: DataPlaneStats }
   | { readonly type: 'listen-failed'; readonly error: string }
   /** The worker no longer accepts connections (it is draining). */
   | { readonly type: 'draining' };

@@ -37,6 +37,8 @@ function planWith(tls: TlsPlan, names: string[] = ['localhost', '127.0.0.1']): P
     drainTimeoutMs: 1000,
     log: { level: 'info' },
     workers: 1,
+    admin: null,
+    alerts: null,
   };
 }
 

@@ -97,7 +97,7 @@ withPebble('certs and renew with Pebble (tests run in order on one storage)', ()
     edge = (await startServingEdge(config)).edge;
     // The commands below reach this edge through its control socket.
     expect(edge.logs.filter((l) => l.component === 'control').map((l) => l.msg)).toEqual([
-      'control socket open: `matrix-edge certs` and `renew` reach this edge',
+      'control socket open: `matrix-edge certs`, `renew` and `reload` reach this edge',
     ]);
     for (const name of NAMES) serials.set(name, (await waitForLeaf(httpsPort, name, () => true, 30_000)).serialNumber);
   }, 45_000);

@@ -97,34 +97,74 @@ afterAll(async () => {
   await upstream.close();
 });
 
+/** An edge with `workers: 2` and the local CA, once both workers serve its certificate. */
+async function startTwoWorkers(): Promise<{ edge: EdgeProcess; https: number; ca: string; pids: number[] }> {
+  const dir = tempDir('matrix-edge-workers-');
+  const [https, http] = await freePorts(2);
+  const config = writeConfig(
+    dir,
+    [
+      'server_name: localhost',
+      `listen: { https: [${https}], http: ${http}, address: [127.0.0.1] }`,
+      `upstream: ${upstream.url}`,
+      'tls: { issuer: internal }',
+      'storage: ./certs',
+      'workers: 2',
+      '',
+    ].join('\n'),
+  );
+  const { edge, serving } = await startServingEdge(config);
+  expect(serving.workers).toBe(2);
+  const pids = (edge.logs.find((l) => l.msg === 'data-plane workers listening')!.pids as number[]).slice();
+  expect(pids).toHaveLength(2);
+  // Each worker installed the certificate the primary obtained.
+  await waitFor('both workers installed the certificate', () =>
+    pids.every((pid) => edge.logs.some((l) => l.pid === pid && l.msg === 'certificate installed')),
+  );
+  return { edge, https: https!, ca: localCaRoot(path.join(dir, 'certs')), pids };
+}
+
+/** One connection (resuming `session` when given) and one request on it: whether the session was resumed, and the ticket it got (if any). */
+async function connectOnce(port: number, ca: string, target: string, session?: Buffer): Promise<{ reused: boolean; session: Buffer | null }> {
+  const socket = tls.connect({ host: '127.0.0.1', port, ca, servername: 'localhost', ALPNProtocols: ['http/1.1'], ...(session ? { session } : {}) });
+  let ticket: Buffer | null = null;
+  socket.on('session', (t: Buffer) => (ticket = t));
+  const response = new Promise<string>((resolve, reject) => {
+    let data = '';
+    socket.on('data', (chunk: Buffer) => (data += chunk.toString('latin1')));
+    socket.once('end', () => resolve(data));
+    socket.once('error', reject);
+  });
+  await new Promise<void>((resolve, reject) => {
+    socket.once('secureConnect', resolve);
+    socket.once('error', reject);
+  });
+  const reused = socket.isSessionReused();
+  socket.write(`GET ${target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
+  expect((await response).startsWith('HTTP/1.1 200 ')).toBe(true);
+  return { reused, session: ticket };
+}
+
 describe('two data-plane workers (local CA)', () => {
+  it('a TLS session ticket issued by one worker is accepted by every worker', async () => {
+    const { edge, https, ca, pids } = await startTwoWorkers();
+    const first = await connectOnce(https, ca, '/_matrix/client/versions?resume=0');
+    expect(first.reused).toBe(false);
+    expect(first.session).not.toBeNull();
+    const resumed: boolean[] = [];
+    for (let i = 1; i <= 16; i++) resumed.push((await connectOnce(https, ca, `/_matrix/client/versions?resume=${i}`, first.session!)).reused);
+    // The kernel spreads the connections over both workers; every one of them took the ticket.
+    await waitFor('access lines for the resumed connections', () => edge.logs.filter((l) => l.component === 'access' && /resume=/.test(String(l.path))).length === 17);
+    const servers = new Set(Array.from({ length: 17 }, (_, i) => servedBy(edge, `/_matrix/client/versions?resume=${i}`)));
+    expect(servers).toEqual(new Set(pids));
+    expect(resumed).toEqual(new Array(16).fill(true));
+  });
+
   it('every worker serves the certificate; a SIGKILLed worker is replaced and the other keeps its connections', async () => {
-    const dir = tempDir('matrix-edge-workers-');
-    const [https, http] = await freePorts(2);
-    const config = writeConfig(
-      dir,
-      [
-        'server_name: localhost',
-        `listen: { https: [${https}], http: ${http}, address: [127.0.0.1] }`,
-        `upstream: ${upstream.url}`,
-        'tls: { issuer: internal }',
-        'storage: ./certs',
-        'workers: 2',
-        '',
-      ].join('\n'),
-    );
-    const { edge, serving } = await startServingEdge(config);
-    expect(serving.workers).toBe(2);
-    const pids = (edge.logs.find((l) => l.msg === 'data-plane workers listening')!.pids as number[]).slice();
-    expect(pids).toHaveLength(2);
-    // Each worker installed the certificate the primary obtained.
-    await waitFor('both workers installed the certificate', () =>
-      pids.every((pid) => edge.logs.some((l) => l.pid === pid && l.msg === 'certificate installed')),
-    );
-    const ca = localCaRoot(path.join(dir, 'certs'));
+    const { edge, https, ca, pids } = await startTwoWorkers();
 
     // 24 connections, one request each: every handshake verifies, one serial, both workers serve.
-    for (let i = 0; i < 24; i++) conns.push(Conn.open(https!, ca, i));
+    for (let i = 0; i < 24; i++) conns.push(Conn.open(https, ca, i));
     await Promise.all(conns.map((c) => c.ready));
     const serials = new Set(conns.map((c) => c.serial()));
     expect(serials.size).toBe(1);
@@ -148,7 +188,7 @@ describe('two data-plane workers (local CA)', () => {
     // New connections: verified with the same certificate, served by the survivor and the replacement.
     const replacement = edge.logs.find((l) => l.msg === 'data-plane worker replaced')!.pid as number;
     const fresh: Conn[] = [];
-    for (let i = 100; i < 124; i++) fresh.push(Conn.open(https!, ca, i));
+    for (let i = 100; i < 124; i++) fresh.push(Conn.open(https, ca, i));
     conns.push(...fresh);
     await Promise.all(fresh.map((c) => c.ready));
     expect(new Set(fresh.map((c) => c.serial()))).toEqual(serials);

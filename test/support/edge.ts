@@ -49,7 +49,8 @@ export async function startTestEdge(
   const loaded = planFrom(yaml, dir);
   const addresses = opts.addresses ?? ['127.0.0.1'];
   // In-process: the data plane runs in this process (worker processes are tested through the CLI).
-  const single: Plan = { ...loaded, workers: 1 };
+  // The admin listener, when on, gets a free port: edges run side by side.
+  const single: Plan = { ...loaded, workers: 1, admin: loaded.admin === null ? null : { ...loaded.admin, port: 0 } };
   const plan: Plan = opts.keepPorts
     ? single
     : {
@@ -80,5 +81,29 @@ export async function startTestEdge(
     ca: fs.existsSync(caPath) ? fs.readFileSync(caPath, 'utf8') : '',
     logs,
     stop: (drainMs = 2000) => edge.stop(drainMs),
+  };
+}
+
+/**
+ * Teardown after each test of a file: edges kept with `keep` stopped, `onEnd` functions run (last
+ * first), directories from `newDir` removed.
+ */
+export function teardownAfterEach(prefix: string): { keep(edge: TestEdge): TestEdge; onEnd(fn: () => Promise<unknown>): void; newDir(): string } {
+  const edges: TestEdge[] = [];
+  const closers: Array<() => Promise<unknown>> = [];
+  const dirs: string[] = [];
+  afterEach(async () => {
+    await Promise.all(edges.splice(0).map((e) => e.stop(0).catch(() => undefined)));
+    for (const close of closers.splice(0).reverse()) await close().catch(() => undefined);
+    for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+  });
+  return {
+    keep: (edge) => (edges.push(edge), edge),
+    onEnd: (fn) => void closers.push(fn),
+    newDir: () => {
+      const d = tempDir(prefix);
+      dirs.push(d);
+      return d;
+    },
   };
 }

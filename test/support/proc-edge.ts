@@ -119,9 +119,15 @@ export function tempDir(prefix = 'matrix-edge-proc-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
+/**
+ * Writes a config file. A config (top-level `server_name:`) without a top-level `admin:` gets
+ * `admin: { listen: 127.0.0.1:0 }` appended (line numbers unchanged), so edges started side by
+ * side never race for the default admin port 9090.
+ */
 export function writeConfig(dir: string, yaml: string, name = 'matrix-edge.yaml'): string {
   const file = path.join(dir, name);
-  fs.writeFileSync(file, yaml);
+  const freeAdmin = /^server_name\s*:/m.test(yaml) && !/^admin\s*:/m.test(yaml);
+  fs.writeFileSync(file, freeAdmin ? `${yaml}${yaml.endsWith('\n') ? '' : '\n'}admin: { listen: "127.0.0.1:0" }\n` : yaml);
   return file;
 }
 

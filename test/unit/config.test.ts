@@ -110,6 +110,8 @@ describe('defaults', () => {
       drainTimeoutMs: 10_000,
       log: { level: 'info' },
       workers: null,
+      admin: { port: 9090, addresses: ['127.0.0.1'] },
+      alerts: null,
     };
     expect(plan).toEqual(expected);
   });
@@ -1001,5 +1003,121 @@ describe('describe', () => {
     expect(text).toMatch(/http\s+-\s+disabled/);
     expect(text).toContain('/.well-known/matrix/support  404 (not configured)');
     expect(text).toContain('No warnings.');
+  });
+});
+
+describe('admin and alerts', () => {
+  test('admin: on 127.0.0.1:9090 by default; null or false turn it off; addresses, ports and localhost', () => {
+    expect(planOf('server_name: example.com\n').plan.admin).toEqual({ port: 9090, addresses: ['127.0.0.1'] });
+    expect(planOf(yaml('server_name: example.com', 'admin:')).plan.admin).toBeNull();
+    expect(planOf(yaml('server_name: example.com', 'admin: false')).plan.admin).toBeNull();
+    expect(planOf(yaml('server_name: example.com', 'admin: { listen: null }')).plan.admin).toBeNull();
+    expect(planOf(yaml('server_name: example.com', 'admin: {}')).plan.admin).toEqual({ port: 9090, addresses: ['127.0.0.1'] });
+    expect(planOf(yaml('server_name: example.com', 'admin: { listen: "[::1]:0" }')).plan.admin).toEqual({ port: 0, addresses: ['::1'] });
+    expect(planOf(yaml('server_name: example.com', 'admin: { listen: 9100 }')).plan.admin).toEqual({ port: 9100, addresses: ['127.0.0.1'] });
+    expect(planOf(yaml('server_name: example.com', 'admin: { listen: "localhost:9100" }')).plan.admin).toEqual({ port: 9100, addresses: ['127.0.0.1'] });
+  });
+
+  test('admin on a non-loopback address is allowed, with a warning that the metrics are then public', () => {
+    const { plan, warnings } = planOf(yaml('server_name: example.com', 'admin:', '  listen: 0.0.0.0:9090'));
+    expect(plan.admin).toEqual({ port: 9090, addresses: ['0.0.0.0'] });
+    expect(warnings).toEqual([
+      issue(3, 11, 'admin.listen', '0.0.0.0 is not a loopback address: /metrics, /healthz and /readyz are public to anyone who can reach port 9090; bind 127.0.0.1 or firewall the port'),
+    ]);
+  });
+
+  test('admin errors carry file, line, column and key', () => {
+    expect(errorsOf(yaml('server_name: example.com', 'admin:', '  listen: "0.0.0.0"'))).toEqual([
+      issue(3, 11, 'admin.listen', "expected an address and port like 127.0.0.1:9090 or [::1]:9090 (or just a port, on 127.0.0.1); got '0.0.0.0'"),
+    ]);
+    expect(errorsOf(yaml('server_name: example.com', 'admin:', '  listen: metrics.example.com:9090'))).toEqual([
+      issue(3, 11, 'admin.listen', "'metrics.example.com' is not an IP address; the admin listener binds an IP literal like 127.0.0.1 or [::1]"),
+    ]);
+    expect(errorsOf(yaml('server_name: example.com', 'admin: { listen: "127.0.0.1:70000" }'))).toEqual([
+      issue(2, 18, 'admin.listen', '70000 is not a port (0–65535)'),
+    ]);
+    expect(errorsOf(yaml('server_name: example.com', 'admin:', '  port: 9090'))).toEqual([
+      issue(3, 3, 'admin.port', "unknown key 'port'; allowed here: listen"),
+    ]);
+    expect(errorsOf(yaml('server_name: example.com', 'admin: 9090'))).toEqual([issue(2, 8, 'admin', 'expected a map with keys listen; got 9090')]);
+  });
+
+  test('alerts: off by default; a generic webhook with the default thresholds', () => {
+    expect(planOf('server_name: example.com\n').plan.alerts).toBeNull();
+    expect(planOf(yaml('server_name: example.com', 'alerts:')).plan.alerts).toBeNull();
+    const { plan, warnings } = planOf(yaml('server_name: example.com', 'alerts:', '  webhook: https://hooks.example.com/edge'));
+    expect(warnings).toEqual([]);
+    expect(plan.alerts).toEqual({ target: { format: 'generic', url: 'https://hooks.example.com/edge' }, afterFailures: 3, daysLeft: [14, 7, 2] });
+  });
+
+  test('alerts to a Matrix room: the homeserver defaults to the upstream, the token file resolves against the config', () => {
+    const { plan, warnings } = planOf(
+      yaml(
+        'server_name: example.com',
+        'upstream: http://localhost:8008',
+        'alerts:',
+        '  format: matrix',
+        '  room_id: "!ops:example.com"',
+        '  access_token_file: secrets/alert-token',
+        '  after_failures: 5',
+        '  days_left: [3, 10]',
+      ),
+    );
+    expect(warnings).toEqual([]);
+    expect(plan.alerts).toEqual({
+      target: { format: 'matrix', homeserver: 'http://localhost:8008', roomId: '!ops:example.com', accessTokenFile: '/srv/edge/secrets/alert-token', accessToken: null },
+      afterFailures: 5,
+      daysLeft: [10, 3],
+    });
+    const inline = planOf(
+      yaml('server_name: example.com', 'alerts:', '  format: matrix', '  homeserver: https://matrix.example.com/', '  room_id: "!ops:example.com"', '  access_token: syt_abc'),
+    );
+    expect(inline.plan.alerts?.target).toEqual({ format: 'matrix', homeserver: 'https://matrix.example.com', roomId: '!ops:example.com', accessTokenFile: null, accessToken: 'syt_abc' });
+    expect(inline.warnings).toEqual([
+      issue(6, 17, 'alerts.access_token', 'the access token is written in the config; prefer access_token_file (a file only this service can read) so the secret stays out of the YAML'),
+    ]);
+  });
+
+  test('alerts errors carry file, line, column and key', () => {
+    expect(errorsOf(yaml('server_name: example.com', 'alerts:', '  days_left: [7]'))).toEqual([
+      issue(3, 3, 'alerts.webhook', 'required: the http(s) URL alerts are POSTed to as JSON (or set format: matrix to post to a Matrix room)'),
+    ]);
+    expect(errorsOf(yaml('server_name: example.com', 'alerts:', '  format: matrix', '  webhook: https://hooks.example.com/'))).toEqual([
+      issue(3, 3, 'alerts.room_id', 'required with format matrix: the room alerts are posted to, like "!abcdef:example.com"'),
+      issue(3, 3, 'alerts.access_token_file', 'required with format matrix: a file holding the access token of the account that posts (or access_token inline)'),
+      issue(4, 12, 'alerts.webhook', 'only used with alerts.format: generic (it is matrix here)'),
+    ]);
+    expect(errorsOf(yaml('server_name: example.com', 'alerts:', '  format: matrix', '  room_id: "#ops:example.com"', '  access_token_file: /t'))).toEqual([
+      issue(4, 12, 'alerts.room_id', 'expected a room ID like "!abcdef:example.com", not an alias: find the ID in the room\'s settings (Advanced); got \'#ops:example.com\''),
+    ]);
+    expect(
+      errorsOf(yaml('server_name: example.com', 'alerts:', '  format: matrix', '  room_id: "!ops:example.com"', '  access_token: a', '  access_token_file: /t')),
+    ).toEqual([issue(5, 17, 'alerts.access_token', 'give access_token_file or access_token, not both')]);
+    expect(errorsOf(yaml('server_name: example.com', 'alerts:', '  webhook: ftp://x', '  after_failures: 0', '  days_left: [14, 0, 14]', '  format: slack'))).toEqual([
+      issue(3, 12, 'alerts.webhook', "expected the URL alerts are POSTed to, an http:// or https:// URL; got 'ftp://x'"),
+      issue(4, 19, 'alerts.after_failures', 'expected a whole number of failed renewals in a row (1–100); got 0'),
+      issue(5, 19, 'alerts.days_left[1]', 'expected a whole number of days (1–365); got 0'),
+      issue(5, 22, 'alerts.days_left[2]', '14 is listed twice'),
+      issue(6, 11, 'alerts.format', "expected one of generic, matrix; got 'slack'"),
+    ]);
+    expect(errorsOf(yaml('server_name: example.com', 'alerts:', '  webhok: https://x'))).toEqual([
+      issue(3, 3, 'alerts.webhok', "unknown key 'webhok' (did you mean 'webhook'?)"),
+      issue(3, 3, 'alerts.webhook', 'required: the http(s) URL alerts are POSTed to as JSON (or set format: matrix to post to a Matrix room)'),
+    ]);
+  });
+
+  test('check shows the admin address and the alerts, never an inline token', () => {
+    const text = describePlan(
+      planOf(yaml('server_name: example.com', 'alerts:', '  format: matrix', '  room_id: "!ops:example.com"', '  access_token: syt_secret')).plan,
+      [],
+    );
+    expect(text).toMatch(/^Admin\s+http:\/\/127\.0\.0\.1:9090  \(\/metrics, \/healthz, \/readyz\)$/m);
+    expect(text).toMatch(/^Alerts\s+Matrix room !ops:example\.com via http:\/\/localhost:8008 \(token inline in the config\)$/m);
+    expect(text).toMatch(/^\s+after 3 failed renewals in a row, at 14, 7, 2 days left, and on recovery$/m);
+    expect(text).not.toContain('syt_secret');
+    const off = describePlan(planOf(yaml('server_name: example.com', 'admin: false')).plan, []);
+    expect(off).toMatch(/^Admin\s+off$/m);
+    expect(off).toMatch(/^Alerts\s+off \(set alerts\.webhook, or alerts\.format: matrix, to be told when renewals fail\)$/m);
+    expect(describePlan(planOf(yaml('server_name: example.com', 'admin: { listen: "[::1]:9100" }')).plan, [])).toMatch(/^Admin\s+http:\/\/\[::1\]:9100 /m);
   });
 });

@@ -89,7 +89,12 @@ interface RequestContext {
   retryAfter: number | null;
   /** Why the last request got no answer, when it got none. */
   networkError?: string;
+  /** Told how long each request took (the issuer's latency observer). */
+  readonly observe?: ((seconds: number) => void) | undefined;
 }
+
+/** When a request was sent (performance.now()), kept on acme-client's request config. */
+const SENT_AT = Symbol('sentAt');
 
 /** The protocol library's own retries (network errors, 5xx): few and short — our scheduler backs off. */
 const LIBRARY_RETRIES = { retryMaxAttempts: 3, retryDefaultDelay: 1 };
@@ -118,6 +123,7 @@ function installInterceptors(acme: typeof import('acme-client')): void {
   acme.axios.interceptors.request.use((config) => {
     const ctx = context.getStore();
     if (ctx?.agent !== undefined) config.httpsAgent = ctx.agent;
+    (config as unknown as Record<symbol, number>)[SENT_AT] = performance.now();
     return config;
   });
   acme.axios.interceptors.response.use((response) => {
@@ -147,6 +153,9 @@ function installInterceptors(acme: typeof import('acme-client')): void {
         // spent it fails with an unrelated TypeError, and the step reports this instead.
         const ctx = context.getStore();
         if (error.response === undefined && ctx !== undefined) ctx.networkError = errorMessage(error);
+        // Every request ends here, answered or not (acme-client routes all answers through its error handler).
+        const sentAt = (error.config as Record<symbol, unknown> | undefined)?.[SENT_AT];
+        if (typeof sentAt === 'number') ctx?.observe?.((performance.now() - sentAt) / 1000);
         const status = error.response?.status;
         if (error.config !== undefined && status === 429) {
           const header = error.response?.headers?.['retry-after'];
@@ -247,6 +256,7 @@ export class AcmeIssuer implements Issuer {
   private account: Promise<Account> | null = null;
   /** The challenge type that last worked, per name. */
   private readonly worked = new Map<string, ChallengeType>();
+  private requestObserver: ((seconds: number) => void) | undefined;
 
   private constructor(
     private readonly options: AcmeIssuerOptions,
@@ -274,6 +284,11 @@ export class AcmeIssuer implements Issuer {
       agent = new https.Agent({ ca, keepAlive: true, timeout: 5000 });
     }
     return new AcmeIssuer(options, agent);
+  }
+
+  /** `observer` is told how long each HTTP request to the CA took, answered or not. */
+  observeRequests(observer: (seconds: number) => void): void {
+    this.requestObserver = observer;
   }
 
   /** The account URL, registering (or finding) the account first when needed. */
@@ -563,12 +578,12 @@ export class AcmeIssuer implements Issuer {
 
   /** Runs `fn` with this issuer's agent and a fresh problem capture. */
   private run<T>(fn: () => Promise<T>): Promise<T> {
-    return context.run({ agent: this.agent, problem: null, retryAfter: null }, fn);
+    return context.run({ agent: this.agent, problem: null, retryAfter: null, observe: this.requestObserver }, fn);
   }
 
   /** One protocol step, in its own capture: failures become an AcmeError naming the step and the CA's problem. */
   private async step<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    const ctx: RequestContext = { agent: this.agent, problem: null, retryAfter: null };
+    const ctx: RequestContext = { agent: this.agent, problem: null, retryAfter: null, observe: this.requestObserver };
     try {
       return await context.run(ctx, fn);
     } catch (err) {
