@@ -75,6 +75,8 @@ export function edgeConfig(s: ServerSetup, workers: string | null): Record<strin
     // such limits).
     proxy: { max_body_size: '4GiB', connections: 20_000 },
     log: { level: s.logLevel },
+    // No admin listener, as Caddy runs with `admin off`; several instances run at once here.
+    admin: null,
   };
   if (workers !== null) config.workers = /^\d+$/.test(workers) ? Number(workers) : workers;
   return config;
