@@ -9,7 +9,7 @@ import { acmeIssuerId } from './control/issuers/acme';
 import { ManagedSource, type AttemptResult, type NameStatus } from './control/managed-source';
 import { describeRenewal } from './control/renewal';
 import { startEdge } from './edge';
-import { createLogger } from './observe/log';
+import { createPlanLogger } from './observe/log';
 import { FileStore, errorMessage, type StoredCertificate } from './store/fs-store';
 
 /** A reload may start a certificate source (a new name's first certificate from the local CA). */
@@ -159,7 +159,7 @@ export async function renewCertificates(plan: Plan, options: { names: readonly s
   }
 
   // No edge on this storage: bind the listeners (the CA's challenges come to them) for the renewal.
-  const log = createLogger(plan.log.level, process.stderr);
+  const log = createPlanLogger(plan.log, process.stderr);
   let edge;
   try {
     // A one-off process for the renewal: no admin listener, no alerts.

@@ -5,7 +5,7 @@ import type { LoadResult } from './config/plan';
 import { listCertificates, reloadEdge, renewCertificates } from './cli-certs';
 import { doctorCommand, doctorHelp } from './cli-doctor';
 import { startEdge } from './edge';
-import { createLogger } from './observe/log';
+import { createPlanLogger } from './observe/log';
 
 const DEFAULT_CONFIG = 'config/matrix-edge.yaml';
 
@@ -191,7 +191,7 @@ async function start(result: LoadResult): Promise<number> {
     return 2;
   }
   const plan = result.plan;
-  const log = createLogger(plan.log.level);
+  const log = createPlanLogger(plan.log);
   for (const w of result.warnings) log.warn({ key: w.key, line: w.line }, formatIssue(w));
   let edge;
   try {

@@ -1,5 +1,5 @@
 /** Human-readable config issues and the effective plan shown by `matrix-edge check`. */
-import type { AcmeCaPlan, AlertsPlan, ConfigIssue, ListenerPlan, Plan, RouteAction, RouteMatch } from './plan';
+import type { AcmeCaPlan, AlertsPlan, ConfigIssue, ListenerPlan, LogPlan, Plan, RouteAction, RouteMatch } from './plan';
 import { formatDuration, formatSize } from './units';
 
 /** `FILE:LINE:COL KEY: MESSAGE`, leaving out the parts that are absent (e.g. `FILE: MESSAGE`). */
@@ -83,6 +83,11 @@ function describeAlerts(alerts: AlertsPlan | null): string[] {
 }
 
 /** The effective plan, as `matrix-edge check` prints it. */
+function describeLog(log: LogPlan): string {
+  const apart = Object.entries(log.levels).map(([component, level]) => `${component} ${level}`);
+  return `${log.level}, ${log.format}${apart.length > 0 ? `; ${apart.join(', ')}` : ''}`;
+}
+
 export function describePlan(plan: Plan, warnings: readonly ConfigIssue[]): string {
   const out: string[] = [];
   out.push(`Config ${plan.source}`);
@@ -148,7 +153,8 @@ export function describePlan(plan: Plan, warnings: readonly ConfigIssue[]): stri
     ],
     ['Storage', plan.storage],
     ['Drain timeout', formatDuration(plan.drainTimeoutMs)],
-    ['Log level', plan.log.level],
+    ['Log', describeLog(plan.log)],
+    ['Request ids', plan.requestIdHeader === null ? 'none' : `${plan.requestIdHeader} (sent upstream, in the access log)`],
     ['Admin', plan.admin === null ? 'off' : `${adminUrl(plan.admin)}  (/metrics, /healthz, /readyz)`],
     ...describeAlerts(plan.alerts).map((line, i) => [i === 0 ? 'Alerts' : '', line]),
   ], ''));

@@ -129,6 +129,16 @@ export interface AlertsPlan {
   readonly daysLeft: readonly number[];
 }
 
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+
+export interface LogPlan {
+  readonly level: LogLevel;
+  /** json: one JSON object a line (for log collectors); pretty: aligned text for a terminal. */
+  readonly format: 'json' | 'pretty';
+  /** Levels of single components (access, data, workers, certs, control, admin, alerts), apart from `level`. */
+  readonly levels: Readonly<Partial<Record<string, LogLevel>>>;
+}
+
 export interface Plan {
   /** Absolute path of the config file this plan came from. */
   readonly source: string;
@@ -156,7 +166,12 @@ export interface Plan {
   readonly trustedProxies: readonly string[];
   /** Longest time in-flight requests get to finish on SIGTERM/SIGINT, ms. */
   readonly drainTimeoutMs: number;
-  readonly log: { readonly level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' };
+  readonly log: LogPlan;
+  /**
+   * Header carrying each forwarded request's id upstream (lower case), also in the access log; null = none.
+   * A trusted proxy's id is kept, anyone else's replaced.
+   */
+  readonly requestIdHeader: string | null;
   /** Data-plane worker processes; null = one per CPU (decided at start). 1 = everything in one process. */
   readonly workers: number | null;
   /** The plain-HTTP admin listener (/metrics, /healthz, /readyz): one address; port 0 picks a free one. null = off. */

@@ -61,6 +61,7 @@ export const DEFAULTS = {
   connections: 256,
   drainTimeoutMs: 10_000,
   logLevel: 'info' as LogLevel,
+  requestIdHeader: 'X-Request-Id',
   admin: { host: '127.0.0.1', port: 9090 } as AdminListenValue,
   alertFormat: 'generic' as AlertFormat,
   alertAfterFailures: 3,
@@ -630,6 +631,13 @@ const proxyShape = {
   forward_prefixes: prefixList,
   block_prefixes: prefixList,
   drain_timeout: duration({ min: 0, max: TIMER_MAX }),
+  request_id_header: optional((value, report): string | false | undefined | Invalid => {
+    if (value === undefined) return undefined;
+    if (value === null || value === false) return false;
+    if (typeof value === 'string' && /^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$/.test(value)) return value;
+    report(`expected a header name like X-Request-Id, or false to send none; got ${show(value)}`);
+    return INVALID;
+  }),
 };
 const proxySchema = z
   .preprocess(
@@ -649,7 +657,28 @@ const proxySchema = z
   )
   .optional();
 
-const logShape = { level: oneOf(LOG_LEVELS) };
+/** Loggers whose level `log.levels` can set apart from `log.level`. */
+export const LOG_COMPONENTS = ['access', 'data', 'workers', 'certs', 'control', 'admin', 'alerts'] as const;
+export type LogComponent = (typeof LOG_COMPONENTS)[number];
+
+const componentLevels = optional((value, report): Partial<Record<LogComponent, LogLevel>> | undefined | Invalid => {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    report(`expected a map of component: level, like { access: warn, certs: debug }; got ${show(value)}`);
+    return INVALID;
+  }
+  const levels: Partial<Record<LogComponent, LogLevel>> = {};
+  for (const [component, level] of Object.entries(value as Record<string, unknown>)) {
+    if (!(LOG_COMPONENTS as readonly string[]).includes(component)) {
+      report(`unknown component '${component}'; the components are ${LOG_COMPONENTS.join(', ')}`, [component]);
+    } else if (typeof level !== 'string' || !(LOG_LEVELS as readonly string[]).includes(level)) {
+      report(`expected one of ${LOG_LEVELS.join(', ')}; got ${show(level)}`, [component]);
+    } else levels[component as LogComponent] = level as LogLevel;
+  }
+  return levels;
+});
+
+const logShape = { level: oneOf(LOG_LEVELS), format: oneOf(['json', 'pretty'] as const), levels: componentLevels };
 
 /** `workers: auto` (one per CPU) or a count. */
 const workers = optional((value, report): number | 'auto' | undefined | Invalid => {

@@ -20,6 +20,7 @@ import { PlainHttpHandler } from './handlers/plain-http';
 import { buildTrustList, forward, UpstreamPool } from './handlers/proxy';
 import { WellKnownHandler } from './handlers/wellknown';
 import { buildRouteTable, decide, type RouteTable } from './router';
+import { reclaimBuffers } from './buffer-reclaim';
 import { TrafficStats } from './stats';
 import { CertificateTable, TLS_BASE } from './tls';
 
@@ -33,6 +34,7 @@ interface Serving {
   readonly wellKnown: WellKnownHandler;
   readonly upstreams: ReadonlyMap<string, UpstreamPool>;
   readonly trusted: BlockList | null;
+  readonly requestIdHeader: string | null;
   readonly plain: PlainHttpHandler;
 }
 
@@ -83,6 +85,7 @@ export class DataPlane {
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private readonly access: Logger;
   private readonly stats: TrafficStats;
+  private readonly stopReclaiming: () => void;
   private closing = false;
 
   /**
@@ -96,6 +99,7 @@ export class DataPlane {
   ) {
     this.access = log.child({ component: 'access' });
     this.stats = new TrafficStats(options.worker ?? 0);
+    this.stopReclaiming = reclaimBuffers();
   }
 
   /** Traffic figures since the previous call (see DataPlaneStats). */
@@ -168,6 +172,7 @@ export class DataPlane {
       wellKnown: new WellKnownHandler(plan.wellKnown),
       upstreams,
       trusted: buildTrustList(plan.trustedProxies),
+      requestIdHeader: plan.requestIdHeader,
       plain: new PlainHttpHandler(table.names, redirectPort, this.challenges),
     };
     if (this.certificates === null) this.certificates = new CertificateTable(plan.names[0]!);
@@ -467,6 +472,7 @@ export class DataPlane {
       ms: Math.round((performance.now() - ex.start) * 10) / 10,
       upstream_ms: ex.upstreamMs < 0 ? undefined : Math.round(ex.upstreamMs * 10) / 10,
       route: ex.route,
+      request_id: ex.requestId ?? undefined,
       proto: `${scheme}/${req.httpVersion}`,
       peer: ex.peer,
       error: ex.failure,
@@ -506,6 +512,7 @@ export class DataPlane {
     }
     this.servers.clear();
     this.retired.clear();
+    this.stopReclaiming();
     const pools = this.serving === null ? [] : [...this.serving.upstreams.values()];
     await Promise.all(pools.map((p) => p.destroy()));
   }

@@ -21,6 +21,8 @@ export interface Res {
 /** Per-request facts gathered for the access log. */
 export class Exchange {
   route = '-';
+  /** The id sent upstream with the request (request_id_header), when forwarded. */
+  requestId: string | null = null;
   /** The upstream's name when the request is forwarded. */
   upstream: string | null = null;
   /** Milliseconds from the start of the request to the upstream's response headers; -1 when not proxied. */

@@ -8,7 +8,7 @@
  * and exits.
  */
 import cluster from 'node:cluster';
-import { createLogger, type Logger } from '../observe/log';
+import { createLogger, createPlanLogger, type Logger } from '../observe/log';
 import type { PrimaryToWorker, WorkerToPrimary } from '../plane/messages';
 import { errorMessage } from '../store/fs-store';
 import { DataPlane } from './data-plane';
@@ -41,7 +41,7 @@ process.on('message', (message: PrimaryToWorker) => {
   switch (message.type) {
     case 'plan':
       if (data === null) {
-        log = createLogger(message.plan.log.level).child({ worker: WORKER });
+        log = createPlanLogger(message.plan.log).child({ worker: WORKER });
         data = new DataPlane(log.child({ component: 'data' }), { reusePort: true, worker: WORKER });
       }
       data.receive(message);

@@ -9,7 +9,7 @@ import { Writable } from 'node:stream';
 import { loadConfigText } from '../../src/config/load';
 import type { Plan } from '../../src/config/plan';
 import { startEdge, type EdgeOptions, type RunningEdge } from '../../src/edge';
-import { createLogger } from '../../src/observe/log';
+import { createLogger, createPlanLogger } from '../../src/observe/log';
 
 export interface TestEdge {
   readonly plan: Plan;
@@ -43,7 +43,7 @@ export function planFrom(yaml: string, dir: string): Plan {
  */
 export async function startTestEdge(
   yaml: string,
-  opts: { addresses?: string[]; dir?: string; keepPorts?: boolean; edge?: EdgeOptions } = {},
+  opts: { addresses?: string[]; dir?: string; keepPorts?: boolean; edge?: EdgeOptions; planLog?: boolean } = {},
 ): Promise<TestEdge> {
   const dir = opts.dir ?? tempDir();
   const loaded = planFrom(yaml, dir);
@@ -67,7 +67,9 @@ export async function startTestEdge(
       cb();
     },
   });
-  const edge = await startEdge(plan, createLogger('info', sink), opts.edge);
+  // The log lines are collected as JSON; with planLog the plan's levels apply (its format does not).
+  const log = opts.planLog === true ? createPlanLogger({ ...plan.log, format: 'json' }, sink) : createLogger('info', sink);
+  const edge = await startEdge(plan, log, opts.edge);
   const https = edge.listeners.filter((l) => l.kind === 'https');
   const httpsPorts = [...new Set(https.map((l) => l.port))];
   const plain = edge.listeners.find((l) => l.kind === 'http');

@@ -108,7 +108,8 @@ describe('defaults', () => {
       storage: '/srv/edge/certs',
       trustedProxies: [],
       drainTimeoutMs: 10_000,
-      log: { level: 'info' },
+      log: { level: 'info', format: 'json', levels: {} },
+      requestIdHeader: 'x-request-id',
       workers: null,
       admin: { port: 9090, addresses: ['127.0.0.1'] },
       alerts: null,
@@ -287,7 +288,7 @@ describe('errors carry file, line, column and key', () => {
 
   test('an unknown key with no close match lists the keys allowed there', () => {
     expect(errorsOf(yaml('server_name: example.com', 'log:', '  colour: true'))).toEqual([
-      issue(3, 3, 'log.colour', "unknown key 'colour'; allowed here: level"),
+      issue(3, 3, 'log.colour', "unknown key 'colour'; allowed here: level, format, levels"),
     ]);
   });
 
@@ -948,6 +949,25 @@ describe('paths, issuers, proxy settings', () => {
     expect(plan.trustedProxies).toEqual(['10.0.0.0/8', '::1']);
     expect(plan.drainTimeoutMs).toBe(0);
     expect(plan.log.level).toBe('debug');
+  });
+
+  test('log format and per-component levels, and the request-id header, reach the plan', () => {
+    const { plan } = planOf(
+      yaml('server_name: example.com', 'log: { level: warn, format: pretty, levels: { access: error, certs: debug } }', 'proxy: { request_id_header: X-Correlation-Id }'),
+    );
+    expect(plan.log).toEqual({ level: 'warn', format: 'pretty', levels: { access: 'error', certs: 'debug' } });
+    expect(plan.requestIdHeader).toBe('x-correlation-id');
+    expect(planOf(yaml('server_name: example.com', 'proxy: { request_id_header: false }')).plan.requestIdHeader).toBeNull();
+  });
+
+  test('an unknown log component, a bad component level and a bad header name are errors at their place', () => {
+    expect(errorsOf(yaml('server_name: example.com', 'log:', '  levels:', '    acess: debug', '    certs: chatty'))).toEqual([
+      issue(4, 12, 'log.levels.acess', "unknown component 'acess'; the components are access, data, workers, certs, control, admin, alerts"),
+      issue(5, 12, 'log.levels.certs', "expected one of trace, debug, info, warn, error, fatal; got 'chatty'"),
+    ]);
+    expect(errorsOf(yaml('server_name: example.com', 'proxy: { request_id_header: "X Request" }'))).toEqual([
+      issue(2, 29, 'proxy.request_id_header', "expected a header name like X-Request-Id, or false to send none; got 'X Request'"),
+    ]);
   });
 
   test('the dial address replaces localhost only', () => {

@@ -3,12 +3,14 @@
  * - the request-target goes upstream exactly as received (never rebuilt through URL);
  * - headers keep their order, case and values, less hop-by-hop ones; Host is kept (HTTP/2:
  *   Host = :authority); X-Forwarded-For is overwritten with the peer (appended to only for
- *   trusted proxies) and X-Forwarded-Proto is https;
+ *   trusted proxies) and X-Forwarded-Proto is https; a request id (X-Request-Id by default) is
+ *   added, or kept from a trusted proxy;
  * - bodies stream both ways with backpressure; the upload limit answers 413 M_TOO_LARGE;
  * - upstream failure before response headers → Matrix JSON 502/504; after them → the client's
  *   response is destroyed so a truncated body never looks complete; a client that goes away
  *   aborts the upstream request.
  */
+import { randomUUID } from 'node:crypto';
 import { BlockList, isIPv6 } from 'node:net';
 import { Transform, type TransformCallback } from 'node:stream';
 import type { Dispatcher, Pool as PoolType } from 'undici';
@@ -247,7 +249,12 @@ function refuseTooLarge(req: Req, res: Res, ex: Exchange): void {
 export interface ProxyOptions {
   /** Peers whose X-Forwarded-For (and X-Real-IP, Forwarded) are kept. */
   readonly trusted: BlockList | null;
+  /** The request-id header (lower case; a trusted peer's value is kept, else a new id), or null for none. */
+  readonly requestIdHeader: string | null;
 }
+
+/** A request id a trusted proxy sent: kept when it is short visible ASCII, else replaced. */
+const PASSABLE_ID = /^[\x21-\x7e]{1,200}$/;
 
 /** Forward one request to `upstream`. `maxBodyBytes` is the route's upload limit. */
 export function forward(
@@ -284,12 +291,17 @@ export function forward(
   // One pass over the raw headers: order and case kept.
   const raw = req.rawHeaders;
   const headers: string[] = [];
+  const idHeader = opts.requestIdHeader;
   let cookies: string[] | null = null;
   let forwardedFor: string | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const lower = name.toLowerCase();
     if (lower.charCodeAt(0) === 58 /* : */ || DROP_REQUEST.has(lower) || (drop !== null && drop.has(lower))) continue;
+    if (lower === idHeader) {
+      if (trusted && ex.requestId === null && PASSABLE_ID.test(raw[i + 1]!)) ex.requestId = raw[i + 1]!;
+      continue;
+    }
     if (SPOOFABLE.has(lower)) {
       if (!trusted) continue;
       if (lower === 'x-forwarded-for') {
@@ -310,6 +322,7 @@ export function forward(
     if (cookies !== null) headers.push('cookie', cookies.join('; '));
   }
   headers.push('x-forwarded-for', forwardedFor === null ? peer : `${forwardedFor}, ${peer}`, 'x-forwarded-proto', 'https');
+  if (idHeader !== null) headers.push(idHeader, (ex.requestId ??= randomUUID()));
 
   let body: Req | LimitStream | null = null;
   if (hasBody) {
