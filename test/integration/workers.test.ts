@@ -11,6 +11,7 @@ import { acmeIssuerId } from '../../src/control/issuers/acme';
 import { FileStore } from '../../src/store/fs-store';
 import { pebbleInstalled, startPebble, type RunningPebble } from '../support/pebble';
 import { ensureBuilt, freePorts, killAll, localCaRoot, runCli, startServingEdge, tempDir, writeConfig, type EdgeProcess } from '../support/proc-edge';
+import { adminGet, metric } from '../support/metrics';
 import { startUpstream, type Upstream } from '../support/upstream';
 import { waitFor } from '../support/wait';
 
@@ -158,6 +159,35 @@ describe('two data-plane workers (local CA)', () => {
     const servers = new Set(Array.from({ length: 17 }, (_, i) => servedBy(edge, `/_matrix/client/versions?resume=${i}`)));
     expect(servers).toEqual(new Set(pids));
     expect(resumed).toEqual(new Array(16).fill(true));
+  });
+
+  it('/metrics sums both workers: requests by route and status, open connections, upstream latency, bytes; restarts counted', async () => {
+    const { edge, https, ca, pids } = await startTwoWorkers();
+    const admin = edge.logs.find((l) => l.msg === 'admin listener serving metrics and health')!.port as number;
+    const scrape = async (): Promise<string> => (await adminGet(admin, '/metrics')).body;
+    await scrape(); // counts from here on
+
+    // 20 connections held open, one request each (spread over both workers by the kernel), and 3 refused hosts.
+    for (let i = 0; i < 20; i++) conns.push(Conn.open(https, ca, i));
+    await Promise.all(conns.map((c) => c.ready));
+    for (const c of conns) expect((await c.get(`/_matrix/client/versions?metrics=${c.id}`))?.status).toBe(200);
+    for (let i = 0; i < 3; i++) expect((await conns[i]!.get('/_matrix/client/versions', 'elsewhere.example'))?.status).toBe(421);
+    await waitFor('access lines', () => edge.logs.filter((l) => l.component === 'access' && /metrics=/.test(String(l.path))).length === 20);
+    expect(new Set(conns.map((c) => servedBy(edge, `/_matrix/client/versions?metrics=${c.id}`)))).toEqual(new Set(pids));
+
+    const text = await scrape();
+    expect(metric(text, 'matrix_edge_requests_total', { route: 'proxy:/_matrix/', status: '200' })).toBe(20);
+    expect(metric(text, 'matrix_edge_requests_total', { route: 'reject', status: '421' })).toBe(3);
+    expect(metric(text, 'matrix_edge_open_connections', { listener: `https:${https}` })).toBe(20);
+    expect(metric(text, 'matrix_edge_upstream_response_seconds_count', { upstream: 'homeserver' })).toBe(20);
+    expect(metric(text, 'matrix_edge_received_bytes_total')).toBeGreaterThan(23 * 40); // 23 request heads
+    expect(metric(text, 'matrix_edge_sent_bytes_total')).toBeGreaterThan(23 * 100);
+    // Counters are per scrape interval in the workers and summed in the primary: a second scrape adds nothing new.
+    expect(metric(await scrape(), 'matrix_edge_requests_total', { route: 'proxy:/_matrix/', status: '200' })).toBe(20);
+
+    process.kill(pids[0]!, 'SIGKILL');
+    await waitFor('the replacement worker', () => edge.logs.some((l) => l.msg === 'data-plane worker replaced'), 15_000);
+    expect(metric(await scrape(), 'matrix_edge_worker_restarts_total')).toBe(1);
   });
 
   it('every worker serves the certificate; a SIGKILLed worker is replaced and the other keeps its connections', async () => {
