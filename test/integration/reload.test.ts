@@ -11,7 +11,7 @@ import type * as http from 'node:http';
 import type * as http2 from 'node:http2';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
-import { connectH2, h2request, handshake, request, type Reply } from '../support/client';
+import { connectH2, h2request, handshake, KeepAliveConn, request, type Reply } from '../support/client';
 import { ensureBuilt, freePorts, killAll, localCaRoot, runCli, startServingEdge, tempDir, writeConfig, type EdgeProcess, type LogLine } from '../support/proc-edge';
 import { echo, startUpstream, type Upstream } from '../support/upstream';
 import { waitFor } from '../support/wait';
@@ -70,74 +70,15 @@ async function startHoldingUpstream(): Promise<HoldingUpstream> {
   return { upstream, held, release: () => held.splice(0).forEach((h) => answer(h.res)) };
 }
 
-// ---------------------------------------------------------------------------------------------
-// A kept-alive HTTPS/1.1 connection: requests go one after another on the same socket
-
-interface H1Answer {
-  readonly status: number;
-  readonly headers: Record<string, string>;
-  readonly body: string;
+/** Opens a kept-alive HTTP/1.1 connection (closed after each test) and waits for its handshake. */
+async function openConn(port: number, ca: string | null, servername: string): Promise<KeepAliveConn> {
+  const conn = KeepAliveConn.open(port, ca, { servername });
+  open.push(conn);
+  await conn.ready;
+  return conn;
 }
 
-class H1Conn {
-  private buffered = Buffer.alloc(0);
-  private wake: (() => void) | null = null;
-  closed = false;
-  readonly ready: Promise<void>;
-
-  private constructor(readonly socket: tls.TLSSocket) {
-    this.ready = new Promise((resolve, reject) => {
-      socket.once('secureConnect', resolve);
-      socket.once('error', reject);
-    });
-    socket.on('data', (chunk: Buffer) => {
-      this.buffered = Buffer.concat([this.buffered, chunk]);
-      this.wake?.();
-    });
-    socket.on('close', () => {
-      this.closed = true;
-      this.wake?.();
-    });
-    socket.on('error', () => undefined);
-  }
-
-  /** `ca` null: the certificate is not verified (to look at what a name no longer served gets). */
-  static async open(port: number, ca: string | null, servername: string): Promise<H1Conn> {
-    const verify = ca === null ? { rejectUnauthorized: false } : { ca };
-    const conn = new H1Conn(tls.connect({ host: '127.0.0.1', port, servername, ALPNProtocols: ['http/1.1'], ...verify }));
-    open.push(conn);
-    await conn.ready;
-    return conn;
-  }
-
-  leaf(): X509Certificate {
-    return new X509Certificate(this.socket.getPeerCertificate().raw);
-  }
-
-  /** GET on this connection (written at once; the answers come in order); null when the connection ended first. */
-  async get(target: string, host: string): Promise<H1Answer | null> {
-    if (this.closed) return null;
-    this.socket.write(`GET ${target} HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
-    for (;;) {
-      const end = this.buffered.indexOf('\r\n\r\n');
-      if (end !== -1) {
-        const [statusLine, ...lines] = this.buffered.subarray(0, end).toString('latin1').split('\r\n');
-        const headers = Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
-        const length = Number(headers['content-length'] ?? 0);
-        if (this.buffered.length >= end + 4 + length) {
-          const body = this.buffered.subarray(end + 4, end + 4 + length).toString('utf8');
-          this.buffered = this.buffered.subarray(end + 4 + length);
-          return { status: Number(statusLine!.split(' ')[1]), headers, body };
-        }
-      }
-      if (this.closed) return null;
-      await new Promise<void>((resolve) => (this.wake = resolve));
-      this.wake = null;
-    }
-  }
-}
-
-const open: H1Conn[] = [];
+const open: KeepAliveConn[] = [];
 const sessions: http2.ClientHttp2Session[] = [];
 
 // ---------------------------------------------------------------------------------------------
@@ -306,7 +247,7 @@ describe.each([2, 1] as const)('workers: %i', (workers) => {
     expect((await handshake(r.port, { servername: 'example.com', ca: r.ca })).authorized).toBe(false);
 
     // In flight: a long poll on a kept-alive HTTP/1.1 connection and a stream of an HTTP/2 session.
-    const h1 = await H1Conn.open(r.port, r.ca, 'localhost');
+    const h1 = await openConn(r.port, r.ca, 'localhost');
     const h1Serial = h1.leaf().serialNumber;
     const h1Poll = h1.get(`${SYNC}?timeout=60000&since=h1`, 'localhost');
     const session = connectH2(r.port, r.ca);
@@ -445,8 +386,8 @@ describe('reload switches (workers: 2)', () => {
     const spec: Spec = { serverName: 'example.com', hostname: 'localhost', upstream: holding.upstream.url, mServer: OLD_M_SERVER, workers: 2 };
     const r = await startEdge(spec);
     expect(await mServerOnNewConnections(r, 2, 'example.com')).toEqual([OLD_M_SERVER, OLD_M_SERVER]);
-    const localhostSerial = (await H1Conn.open(r.port, r.ca, 'localhost')).leaf().serialNumber;
-    const exampleSerial = (await H1Conn.open(r.port, r.ca, 'example.com')).leaf().serialNumber;
+    const localhostSerial = (await openConn(r.port, r.ca, 'localhost')).leaf().serialNumber;
+    const exampleSerial = (await openConn(r.port, r.ca, 'example.com')).leaf().serialNumber;
     expect(exampleSerial).not.toBe(localhostSerial);
 
     rewrite(r, yamlFor({ ...spec, serverName: 'localhost', hostname: undefined }, r.port));
@@ -454,7 +395,7 @@ describe('reload switches (workers: 2)', () => {
 
     const forwardedBefore = holding.upstream.requests.length;
     for (let i = 0; i < 4; i++) {
-      const conn = await H1Conn.open(r.port, null, 'example.com');
+      const conn = await openConn(r.port, null, 'example.com');
       expect(conn.leaf().serialNumber).toBe(localhostSerial);
       for (const target of ['/.well-known/matrix/server', `/_matrix/client/versions?removed=${i}`]) {
         const answer = await conn.get(target, 'example.com');
@@ -467,7 +408,7 @@ describe('reload switches (workers: 2)', () => {
     expect(await mServerOnNewConnections(r, 4)).toEqual(Array(4).fill(OLD_M_SERVER));
     const kept = await fresh(r, '/_matrix/client/versions?kept=1');
     expect([kept.status, kept.json().target]).toEqual([200, '/_matrix/client/versions?kept=1']);
-    expect((await H1Conn.open(r.port, r.ca, 'localhost')).leaf().serialNumber).toBe(localhostSerial);
+    expect((await openConn(r.port, r.ca, 'localhost')).leaf().serialNumber).toBe(localhostSerial);
     expectNoRestart(r);
   });
 });

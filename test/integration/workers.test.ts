@@ -4,78 +4,18 @@
  * replaced (with the certificates replayed), and — against Pebble — HTTP-01 answers reach every
  * worker and a renewed certificate is served by every worker.
  */
-import { X509Certificate } from 'node:crypto';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { acmeIssuerId } from '../../src/control/issuers/acme';
 import { FileStore } from '../../src/store/fs-store';
 import { pebbleInstalled, startPebble, type RunningPebble } from '../support/pebble';
 import { ensureBuilt, freePorts, killAll, localCaRoot, runCli, startServingEdge, tempDir, writeConfig, type EdgeProcess } from '../support/proc-edge';
+import { KeepAliveConn } from '../support/client';
 import { adminGet, metric } from '../support/metrics';
 import { startUpstream, type Upstream } from '../support/upstream';
 import { waitFor } from '../support/wait';
 
 jest.setTimeout(60_000);
-
-/** One kept-alive HTTPS/1.1 connection with a tiny client: requests go one after another on it. */
-class Conn {
-  private buffered = Buffer.alloc(0);
-  private waiting: (() => void) | null = null;
-  closed = false;
-  readonly ready: Promise<void>;
-
-  constructor(
-    readonly socket: tls.TLSSocket,
-    readonly id: number,
-  ) {
-    this.ready = new Promise((resolve, reject) => {
-      socket.once('secureConnect', resolve);
-      socket.once('error', reject);
-    });
-    socket.on('data', (chunk: Buffer) => {
-      this.buffered = Buffer.concat([this.buffered, chunk]);
-      this.waiting?.();
-    });
-    socket.on('close', () => {
-      this.closed = true;
-      this.waiting?.();
-    });
-    socket.on('error', () => undefined);
-  }
-
-  static open(port: number, ca: string, id: number, servername = 'localhost'): Conn {
-    return new Conn(tls.connect({ host: '127.0.0.1', port, ca, servername, ALPNProtocols: ['http/1.1'] }), id);
-  }
-
-  serial(): string {
-    return new X509Certificate(this.socket.getPeerCertificate().raw).serialNumber;
-  }
-
-  /** GET on this connection; null when the connection is gone. */
-  async get(target: string, host = 'localhost'): Promise<{ status: number; body: string } | null> {
-    if (this.closed) return null;
-    this.socket.write(`GET ${target} HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
-    for (;;) {
-      const end = this.buffered.indexOf('\r\n\r\n');
-      if (end !== -1) {
-        const head = this.buffered.subarray(0, end).toString('latin1');
-        const length = Number(/content-length:\s*(\d+)/i.exec(head)?.[1] ?? 0);
-        if (this.buffered.length >= end + 4 + length) {
-          const body = this.buffered.subarray(end + 4, end + 4 + length).toString('utf8');
-          this.buffered = this.buffered.subarray(end + 4 + length);
-          return { status: Number(head.split(' ')[1]), body };
-        }
-      }
-      if (this.closed) return null;
-      await new Promise<void>((resolve) => (this.waiting = resolve));
-      this.waiting = null;
-    }
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-}
 
 /** The pid of the worker that logged the access line for `target`. */
 function servedBy(edge: EdgeProcess, target: string): number | undefined {
@@ -84,7 +24,7 @@ function servedBy(edge: EdgeProcess, target: string): number | undefined {
 }
 
 let upstream: Upstream;
-const conns: Conn[] = [];
+const conns: KeepAliveConn[] = [];
 
 beforeAll(async () => {
   await ensureBuilt();
@@ -168,7 +108,7 @@ describe('two data-plane workers (local CA)', () => {
     await scrape(); // counts from here on
 
     // 20 connections held open, one request each (spread over both workers by the kernel), and 3 refused hosts.
-    for (let i = 0; i < 20; i++) conns.push(Conn.open(https, ca, i));
+    for (let i = 0; i < 20; i++) conns.push(KeepAliveConn.open(https, ca, { id: i }));
     await Promise.all(conns.map((c) => c.ready));
     for (const c of conns) expect((await c.get(`/_matrix/client/versions?metrics=${c.id}`))?.status).toBe(200);
     for (let i = 0; i < 3; i++) expect((await conns[i]!.get('/_matrix/client/versions', 'elsewhere.example'))?.status).toBe(421);
@@ -194,9 +134,9 @@ describe('two data-plane workers (local CA)', () => {
     const { edge, https, ca, pids } = await startTwoWorkers();
 
     // 24 connections, one request each: every handshake verifies, one serial, both workers serve.
-    for (let i = 0; i < 24; i++) conns.push(Conn.open(https, ca, i));
+    for (let i = 0; i < 24; i++) conns.push(KeepAliveConn.open(https, ca, { id: i }));
     await Promise.all(conns.map((c) => c.ready));
-    const serials = new Set(conns.map((c) => c.serial()));
+    const serials = new Set(conns.map((c) => c.leaf().serialNumber));
     expect(serials.size).toBe(1);
     for (const c of conns) expect((await c.get(`/_matrix/client/versions?conn=${c.id}`))?.status).toBe(200);
     await waitFor('access lines for every connection', () => conns.every((c) => servedBy(edge, `/_matrix/client/versions?conn=${c.id}`) !== undefined));
@@ -217,11 +157,11 @@ describe('two data-plane workers (local CA)', () => {
 
     // New connections: verified with the same certificate, served by the survivor and the replacement.
     const replacement = edge.logs.find((l) => l.msg === 'data-plane worker replaced')!.pid as number;
-    const fresh: Conn[] = [];
-    for (let i = 100; i < 124; i++) fresh.push(Conn.open(https, ca, i));
+    const fresh: KeepAliveConn[] = [];
+    for (let i = 100; i < 124; i++) fresh.push(KeepAliveConn.open(https, ca, { id: i }));
     conns.push(...fresh);
     await Promise.all(fresh.map((c) => c.ready));
-    expect(new Set(fresh.map((c) => c.serial()))).toEqual(serials);
+    expect(new Set(fresh.map((c) => c.leaf().serialNumber))).toEqual(serials);
     for (const c of fresh) expect((await c.get(`/_matrix/client/versions?conn=${c.id}`))?.status).toBe(200);
     await waitFor('access lines for the new connections', () => fresh.every((c) => servedBy(edge, `/_matrix/client/versions?conn=${c.id}`) !== undefined));
     const newOwners = new Set(fresh.map((c) => servedBy(edge, `/_matrix/client/versions?conn=${c.id}`)));
@@ -266,10 +206,10 @@ withPebble('two data-plane workers (ACME, Pebble)', () => {
       const seen = new Set<string>();
       for (let i = 0; i < count; i++) {
         for (const name of names) {
-          const c = Conn.open(https!, root, i, name);
+          const c = KeepAliveConn.open(https!, root, { id: i, servername: name });
           conns.push(c);
           await c.ready;
-          seen.add(`${name} ${c.serial()}`);
+          seen.add(`${name} ${c.leaf().serialNumber}`);
           c.close();
         }
       }

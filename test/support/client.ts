@@ -3,6 +3,7 @@ import * as http2 from 'node:http2';
 import * as https from 'node:https';
 import type { IncomingHttpHeaders } from 'node:http';
 import { Readable } from 'node:stream';
+import { X509Certificate } from 'node:crypto';
 import * as tls from 'node:tls';
 
 export interface Reply {
@@ -149,4 +150,79 @@ export function handshake(
     );
     socket.on('error', reject);
   });
+}
+
+export interface KeptAliveAnswer {
+  readonly status: number;
+  /** Header names in lower case (the last of repeated ones). */
+  readonly headers: Record<string, string>;
+  readonly body: string;
+}
+
+/**
+ * One kept-alive HTTPS/1.1 connection with a minimal client: requests go one after another on the
+ * same socket (to show which connection — and so which worker — answers, and that it survives).
+ */
+export class KeepAliveConn {
+  private buffered = Buffer.alloc(0);
+  private wake: (() => void) | null = null;
+  closed = false;
+  readonly ready: Promise<void>;
+
+  constructor(
+    readonly socket: tls.TLSSocket,
+    /** A label the test chooses. */
+    readonly id = 0,
+  ) {
+    this.ready = new Promise((resolve, reject) => {
+      socket.once('secureConnect', resolve);
+      socket.once('error', reject);
+    });
+    socket.on('data', (chunk: Buffer) => {
+      this.buffered = Buffer.concat([this.buffered, chunk]);
+      this.wake?.();
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      this.wake?.();
+    });
+    socket.on('error', () => undefined);
+  }
+
+  /** `ca` null: the certificate is not verified (to look at what a name no longer served gets). */
+  static open(port: number, ca: string | null, o: { servername?: string; id?: number } = {}): KeepAliveConn {
+    const verify = ca === null ? { rejectUnauthorized: false } : { ca };
+    const socket = tls.connect({ host: '127.0.0.1', port, servername: o.servername ?? 'localhost', ALPNProtocols: ['http/1.1'], ...verify });
+    return new KeepAliveConn(socket, o.id);
+  }
+
+  leaf(): X509Certificate {
+    return new X509Certificate(this.socket.getPeerCertificate().raw);
+  }
+
+  /** GET on this connection (answers come in order); null when the connection ended first. */
+  async get(target: string, host = 'localhost'): Promise<KeptAliveAnswer | null> {
+    if (this.closed) return null;
+    this.socket.write(`GET ${target} HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+    for (;;) {
+      const end = this.buffered.indexOf('\r\n\r\n');
+      if (end !== -1) {
+        const [statusLine, ...lines] = this.buffered.subarray(0, end).toString('latin1').split('\r\n');
+        const headers = Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
+        const length = Number(headers['content-length'] ?? 0);
+        if (this.buffered.length >= end + 4 + length) {
+          const body = this.buffered.subarray(end + 4, end + 4 + length).toString('utf8');
+          this.buffered = this.buffered.subarray(end + 4 + length);
+          return { status: Number(statusLine!.split(' ')[1]), headers, body };
+        }
+      }
+      if (this.closed) return null;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+      this.wake = null;
+    }
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
 }
