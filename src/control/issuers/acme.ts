@@ -508,6 +508,7 @@ export class AcmeIssuer implements Issuer {
   private async loadOrCreateAccount(): Promise<Account> {
     const paths = accountPaths(this.id, this.options.email);
     const key = `acme_account_${paths.meta.replace(/\.json$/, '').replace(/\//g, '_')}`.slice(0, 200);
+    acmeLibrary(); // loaded first (≈ 0.3 s), not while other processes wait on the lock
     const lock = await new StorageLocks(this.options.store.root).acquire(key, 'ACME account registration');
     try {
       return await this.loadOrCreateAccountLocked(paths);
