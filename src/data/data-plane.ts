@@ -79,6 +79,8 @@ export class DataPlane {
   private readonly screening = new Set<Socket>();
   /** Bound listeners by "kind address port" (the plan's port). */
   private readonly servers = new Map<string, { readonly server: Server; readonly info: BoundListener }>();
+  /** "kind:port" of each bound listener, for the traffic figures. */
+  private readonly listenerLabels = new WeakMap<Server, string>();
   /** Listeners a new plan removed, closing as their last connections end. */
   private readonly retired = new Set<Server>();
   private readonly sockets = new Set<Socket>();
@@ -272,7 +274,9 @@ export class DataPlane {
         server.off('error', onError);
         server.on('error', (err) => this.log.error({ err, kind, address, port }, 'listener error'));
         const actual = server.address();
-        resolve({ kind, address, port: typeof actual === 'object' && actual !== null ? actual.port : port });
+        const bound = typeof actual === 'object' && actual !== null ? actual.port : port;
+        this.listenerLabels.set(server, `${kind}:${bound}`);
+        resolve({ kind, address, port: bound });
       });
     });
   }
@@ -296,7 +300,7 @@ export class DataPlane {
       if (this.ticketKeys !== null) server.setTicketKeys(this.ticketKeys);
     });
     server.once('close', stopWatching);
-    server.on('secureConnection', (socket: Socket) => this.track(socket, 'https'));
+    server.on('secureConnection', (socket: Socket) => this.track(socket, server));
     server.on('session', (session: http2.ServerHttp2Session) => {
       this.sessions.add(session);
       session.once('close', () => this.sessions.delete(session));
@@ -414,14 +418,14 @@ export class DataPlane {
       res.once('close', () => this.logAccess(req, res, ex, 'http'));
       serving.plain.handle(req, res, ex);
     });
-    server.on('connection', (socket: Socket) => this.track(socket, 'http'));
+    server.on('connection', (socket: Socket) => this.track(socket, server));
     server.on('connect', refuseConnect);
     return server;
   }
 
-  private track(socket: Socket, kind: 'https' | 'http'): void {
+  private track(socket: Socket, server: Server): void {
     this.sockets.add(socket);
-    this.stats.opened(socket, `${kind}:${socket.localPort}`);
+    this.stats.opened(socket, this.listenerLabels.get(server) ?? 'unbound');
     socket.once('close', () => {
       this.sockets.delete(socket);
       this.stats.closed(socket);
