@@ -73,7 +73,7 @@ export function workerCount(plan: Plan): number {
 /** The data plane in this process; loaded only then (with workers the primary never serves). */
 function inProcessDataPlane(log: Logger): DataPlaneHandle {
   const { DataPlane } = require('./data/data-plane') as typeof import('./data/data-plane');
-  return new DataPlane(log.child({ component: 'data' }));
+  return new DataPlane(log);
 }
 
 /** Data-plane worker processes; their restarts are counted in the metrics. */

@@ -135,7 +135,7 @@ export interface LogPlan {
   readonly level: LogLevel;
   /** json: one JSON object a line (for log collectors); pretty: aligned text for a terminal. */
   readonly format: 'json' | 'pretty';
-  /** Levels of single components (access, data, workers, certs, control, admin, alerts), apart from `level`. */
+  /** Levels of single components (access, data, tls, workers, certs, control, admin, alerts), apart from `level`. */
   readonly levels: Readonly<Partial<Record<string, LogLevel>>>;
 }
 

@@ -658,7 +658,7 @@ const proxySchema = z
   .optional();
 
 /** Loggers whose level `log.levels` can set apart from `log.level`. */
-export const LOG_COMPONENTS = ['access', 'data', 'workers', 'certs', 'control', 'admin', 'alerts'] as const;
+export const LOG_COMPONENTS = ['access', 'data', 'tls', 'workers', 'certs', 'control', 'admin', 'alerts'] as const;
 export type LogComponent = (typeof LOG_COMPONENTS)[number];
 
 const componentLevels = optional((value, report): Partial<Record<LogComponent, LogLevel>> | undefined | Invalid => {

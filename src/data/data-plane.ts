@@ -85,21 +85,26 @@ export class DataPlane {
   private readonly retired = new Set<Server>();
   private readonly sockets = new Set<Socket>();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
+  private readonly log: Logger;
+  private readonly tlsLog: Logger;
   private readonly access: Logger;
   private readonly stats: TrafficStats;
   private readonly stopReclaiming: () => void;
   private closing = false;
 
   /**
+   * @param root the logger the data plane makes its component loggers from (data, tls, access)
    * @param options.reusePort bind with SO_REUSEPORT (each worker process of a pool binds its own
    *        socket on the same port and the kernel spreads connections among them)
    * @param options.worker the worker's number in its pool, for the traffic figures (0: no pool)
    */
   constructor(
-    private readonly log: Logger,
+    root: Logger,
     private readonly options: { readonly reusePort?: boolean; readonly worker?: number } = {},
   ) {
-    this.access = log.child({ component: 'access' });
+    this.log = root.child({ component: 'data' });
+    this.tlsLog = root.child({ component: 'tls' });
+    this.access = root.child({ component: 'access' });
     this.stats = new TrafficStats(options.worker ?? 0);
     this.stopReclaiming = reclaimBuffers();
   }
@@ -122,7 +127,7 @@ export class DataPlane {
         return;
       case 'certificate':
         this.certificateTable().install(message.material);
-        this.log.info({ component: 'tls', names: message.material.names, notAfter: message.material.notAfter }, 'certificate installed');
+        this.tlsLog.info({ names: message.material.names, notAfter: message.material.notAfter }, 'certificate installed');
         return;
       case 'challenge-add':
         this.challenges.set(message.token, message.keyAuthorization);
@@ -388,7 +393,7 @@ export class DataPlane {
   private answerValidation(socket: Socket, name: string | null): void {
     const context = name === null ? undefined : this.alpnChallenges.get(name);
     if (this.closing || context === undefined) {
-      this.log.debug({ component: 'tls', name, challenge: 'tls-alpn-01' }, 'refused an acme-tls/1 handshake: no challenge pending for the name');
+      this.tlsLog.debug({ name, challenge: 'tls-alpn-01' }, 'refused an acme-tls/1 handshake: no challenge pending for the name');
       socket.destroy();
       return;
     }
@@ -401,7 +406,7 @@ export class DataPlane {
         secure.destroy();
         return;
       }
-      this.log.info({ component: 'tls', name, challenge: 'tls-alpn-01' }, 'answered a TLS-ALPN-01 validation');
+      this.tlsLog.info({ name, challenge: 'tls-alpn-01' }, 'answered a TLS-ALPN-01 validation');
       secure.resume(); // anything the peer still sends is dropped
       secure.end();
     });

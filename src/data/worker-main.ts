@@ -42,7 +42,7 @@ process.on('message', (message: PrimaryToWorker) => {
     case 'plan':
       if (data === null) {
         log = createPlanLogger(message.plan.log).child({ worker: WORKER });
-        data = new DataPlane(log.child({ component: 'data' }), { reusePort: true, worker: WORKER });
+        data = new DataPlane(log, { reusePort: true, worker: WORKER });
       }
       data.receive(message);
       return;

@@ -962,7 +962,7 @@ describe('paths, issuers, proxy settings', () => {
 
   test('an unknown log component, a bad component level and a bad header name are errors at their place', () => {
     expect(errorsOf(yaml('server_name: example.com', 'log:', '  levels:', '    acess: debug', '    certs: chatty'))).toEqual([
-      issue(4, 12, 'log.levels.acess', "unknown component 'acess'; the components are access, data, workers, certs, control, admin, alerts"),
+      issue(4, 12, 'log.levels.acess', "unknown component 'acess'; the components are access, data, tls, workers, certs, control, admin, alerts"),
       issue(5, 12, 'log.levels.certs', "expected one of trace, debug, info, warn, error, fatal; got 'chatty'"),
     ]);
     expect(errorsOf(yaml('server_name: example.com', 'proxy: { request_id_header: "X Request" }'))).toEqual([
