@@ -134,34 +134,16 @@ export class WorkerPool {
   }
 
   /** Tells the slot's worker to bind the current plan's listeners; resolves with what it has bound. */
-  private bind(slot: Slot): Promise<BoundListenerInfo[]> {
+  private async bind(slot: Slot): Promise<BoundListenerInfo[]> {
     const worker = slot.worker;
-    if (worker === null) return Promise.reject(new Error('data-plane worker exited before listening'));
-    const listening = new Promise<BoundListenerInfo[]>((resolve, reject) => {
-      const settle = (): void => {
-        worker.off('message', onMessage);
-        worker.off('exit', onExit);
-      };
-      const onMessage = (message: WorkerToPrimary): void => {
-        if (message.type === 'listening') {
-          settle();
-          resolve([...message.listeners]);
-        } else if (message.type === 'listen-failed') {
-          settle();
-          reject(new Error(message.error));
-        }
-      };
-      const onExit = (code: number | null, signal: string | null): void => {
-        settle();
-        reject(new Error(`data-plane worker exited before listening (${signal ?? `code ${code}`})`));
-      };
-      worker.on('message', onMessage);
-      worker.once('exit', onExit);
-    });
-    // A rejection nobody awaits (a replacement that fails) must not crash the primary.
-    listening.catch(() => undefined);
+    if (worker === null) throw new Error('data-plane worker exited before listening');
+    const answer = reply(worker, (m) => (m.type === 'listening' || m.type === 'listen-failed' ? m : undefined));
     send(worker, { type: 'listen' });
-    return listening;
+    const message = await answer.catch((err: Error) => {
+      throw new Error(`data-plane worker ${err.message} before listening`);
+    });
+    if (message.type === 'listen-failed') throw new Error(message.error);
+    return [...message.listeners];
   }
 
   /**
@@ -171,28 +153,12 @@ export class WorkerPool {
   async statsReport(): Promise<DataPlaneStats[]> {
     const id = ++this.statsRequests;
     const live = this.slots.map((s) => s.worker).filter((w): w is Worker => w !== null && w.isConnected());
-    const answers = await Promise.all(
-      live.map(
-        (worker) =>
-          new Promise<DataPlaneStats | null>((resolve) => {
-            const done = (stats: DataPlaneStats | null): void => {
-              clearTimeout(timer);
-              worker.off('message', onMessage);
-              worker.off('exit', onExit);
-              resolve(stats);
-            };
-            const onMessage = (message: WorkerToPrimary): void => {
-              if (message.type === 'stats' && message.id === id) done(message.stats);
-            };
-            const onExit = (): void => done(null);
-            const timer = setTimeout(() => done(null), STATS_TIMEOUT_MS);
-            worker.on('message', onMessage);
-            worker.once('exit', onExit);
-            send(worker, { type: 'report-stats', id });
-          }),
-      ),
-    );
-    return answers.filter((a): a is DataPlaneStats => a !== null);
+    const answers = live.map((worker) => {
+      const answer = reply(worker, (m) => (m.type === 'stats' && m.id === id ? m.stats : undefined), STATS_TIMEOUT_MS);
+      send(worker, { type: 'report-stats', id });
+      return answer.catch(() => null);
+    });
+    return (await Promise.all(answers)).filter((a): a is DataPlaneStats => a !== null);
   }
 
   private onExit(slot: Slot, worker: Worker, code: number | null, signal: string | null): void {
@@ -249,6 +215,33 @@ export class WorkerPool {
     await Promise.all(exited);
     clearTimeout(killer);
   }
+}
+
+/**
+ * The first message from `worker` that `pick` accepts. Rejects when the worker exits first ("exited
+ * (SIGKILL)") or, with a timeout, when none came in time.
+ */
+function reply<T>(worker: Worker, pick: (message: WorkerToPrimary) => T | undefined, timeoutMs = 0): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const settle = (): void => {
+      clearTimeout(timer);
+      worker.off('message', onMessage);
+      worker.off('exit', onExit);
+    };
+    const onMessage = (message: WorkerToPrimary): void => {
+      const value = pick(message);
+      if (value === undefined) return;
+      settle();
+      resolve(value);
+    };
+    const onExit = (code: number | null, signal: string | null): void => {
+      settle();
+      reject(new Error(`exited (${signal ?? `code ${code}`})`));
+    };
+    const timer = timeoutMs > 0 ? setTimeout(() => (settle(), reject(new Error(`did not answer within ${timeoutMs} ms`))), timeoutMs) : undefined;
+    worker.on('message', onMessage);
+    worker.once('exit', onExit);
+  });
 }
 
 /** Workers share the primary's compiled-code cache (enabled by bin/matrix-edge.js): a faster start. */
