@@ -1,5 +1,5 @@
 /** Human-readable config issues and the effective plan shown by `matrix-edge check`. */
-import type { AcmeCaPlan, AlertsPlan, ConfigIssue, ListenerPlan, LogPlan, Plan, RouteAction, RouteMatch } from './plan';
+import type { AcmeCaPlan, AlertsPlan, ConfigIssue, LimitsPlan, ListenerPlan, LogPlan, Plan, RouteAction, RouteMatch } from './plan';
 import { formatDuration, formatSize } from './units';
 
 /** `FILE:LINE:COL KEY: MESSAGE`, leaving out the parts that are absent (e.g. `FILE: MESSAGE`). */
@@ -88,6 +88,15 @@ function describeLog(log: LogPlan): string {
   return `${log.level}, ${log.format}${apart.length > 0 ? `; ${apart.join(', ')}` : ''}`;
 }
 
+function describeLimits(l: LimitsPlan): string[] {
+  return [
+    `TLS handshake ${formatDuration(l.handshakeTimeoutMs)}, request headers ${formatDuration(l.headerTimeoutMs)}, idle connection ${formatDuration(l.idleTimeoutMs)}`,
+    `headers at most ${formatSize(l.maxHeaderBytes)}; ${l.maxConnections} connections per worker; ${l.maxStreams} HTTP/2 streams per connection`,
+    `request body idle ${formatDuration(l.bodyIdleTimeoutMs)}; client not reading ${formatDuration(l.sendTimeoutMs)}`,
+    `forwarded requests in flight: ${l.perConnection} per connection, ${l.perAddress} per client address (trusted proxies exempt)`,
+  ];
+}
+
 export function describePlan(plan: Plan, warnings: readonly ConfigIssue[]): string {
   const out: string[] = [];
   out.push(`Config ${plan.source}`);
@@ -113,7 +122,7 @@ export function describePlan(plan: Plan, warnings: readonly ConfigIssue[]): stri
 
   out.push('Upstreams');
   out.push(...table([
-    ['NAME', 'URL', 'DIAL', 'TIMEOUT', 'CONNECT', 'CONNECTIONS'],
+    ['NAME', 'URL', 'DIAL', 'TIMEOUT', 'CONNECT', 'CONNECTIONS', 'QUEUE'],
     ...plan.upstreams.map((u) => [
       u.name,
       u.url,
@@ -121,6 +130,7 @@ export function describePlan(plan: Plan, warnings: readonly ConfigIssue[]): stri
       formatDuration(u.timeoutMs),
       formatDuration(u.connectTimeoutMs),
       String(u.connections),
+      formatDuration(u.queueTimeoutMs),
     ]),
   ]));
   out.push('');
@@ -151,6 +161,9 @@ export function describePlan(plan: Plan, warnings: readonly ConfigIssue[]): stri
       'Trusted proxies',
       plan.trustedProxies.length > 0 ? plan.trustedProxies.join(', ') : 'none (X-Forwarded-For from clients is replaced)',
     ],
+    ['HSTS', plan.hsts ?? 'off'],
+    ['SNI and Host', plan.strictSniHost ? 'strict: 421 for a Host another certificate is served for' : 'Host picks the route (tls.strict_sni_host: false)'],
+    ...describeLimits(plan.limits).map((line, i) => [i === 0 ? 'Limits' : '', line]),
     ['Storage', plan.storage],
     ['Drain timeout', formatDuration(plan.drainTimeoutMs)],
     ['Log', describeLog(plan.log)],

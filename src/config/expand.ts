@@ -3,8 +3,8 @@
  * ordered route list. Pure: paths are resolved as strings against `baseDir`, nothing is read.
  */
 import * as path from 'node:path';
-import type { AcmeCaPlan, AcmePlan, AlertsPlan, ListenerPlan, Plan, RoutePlan, TlsPlan, WellKnownKind } from './plan';
-import { ACME_PRESETS, CHALLENGE_TYPES, DEFAULTS, checkUpstreamUrl, type JsonObject, type PathIssue, type RawConfig } from './schema';
+import type { AcmeCaPlan, AcmePlan, AlertsPlan, LimitsPlan, ListenerPlan, Plan, RoutePlan, TlsPlan, WellKnownKind } from './plan';
+import { ACME_PRESETS, CHALLENGE_TYPES, DEFAULTS, checkUpstreamUrl, type HstsValue, type JsonObject, type PathIssue, type RawConfig } from './schema';
 import { formatHost, isIpLiteral, type ParsedHost } from './servername';
 import { BlockList, isIPv6 } from 'node:net';
 
@@ -229,6 +229,7 @@ export function expandConfig(raw: RawConfig, ctx: ExpandContext): ExpandResult {
         timeoutMs: proxy.upstream_timeout ?? DEFAULTS.upstreamTimeoutMs,
         connectTimeoutMs: proxy.connect_timeout ?? DEFAULTS.connectTimeoutMs,
         connections: proxy.connections ?? DEFAULTS.connections,
+        queueTimeoutMs: proxy.queue_timeout ?? DEFAULTS.queueTimeoutMs,
       },
     ],
     routes,
@@ -241,6 +242,9 @@ export function expandConfig(raw: RawConfig, ctx: ExpandContext): ExpandResult {
     tls,
     acme,
     storage: resolve(raw.storage ?? DEFAULTS.storage),
+    limits: limitsPlan(raw),
+    hsts: hstsValue(tlsRaw.hsts),
+    strictSniHost: tlsRaw.strict_sni_host ?? false,
     trustedProxies: proxy.trusted_proxies ?? [],
     drainTimeoutMs: proxy.drain_timeout ?? DEFAULTS.drainTimeoutMs,
     log: { level: raw.log?.level ?? DEFAULTS.logLevel, format: raw.log?.format ?? 'json', levels: raw.log?.levels ?? {} },
@@ -250,6 +254,30 @@ export function expandConfig(raw: RawConfig, ctx: ExpandContext): ExpandResult {
     alerts,
   };
   return { plan, warnings };
+}
+
+function limitsPlan(raw: RawConfig): LimitsPlan {
+  const l: Partial<Section<'limits'>> = raw.limits ?? {};
+  const p: Partial<Section<'proxy'>> = raw.proxy ?? {};
+  return {
+    handshakeTimeoutMs: l.handshake_timeout ?? DEFAULTS.handshakeTimeoutMs,
+    headerTimeoutMs: l.header_timeout ?? DEFAULTS.headerTimeoutMs,
+    idleTimeoutMs: l.idle_timeout ?? DEFAULTS.idleTimeoutMs,
+    maxHeaderBytes: l.max_header_size ?? DEFAULTS.maxHeaderBytes,
+    maxConnections: l.max_connections ?? DEFAULTS.maxConnections,
+    maxStreams: l.max_streams ?? DEFAULTS.maxStreams,
+    bodyIdleTimeoutMs: p.body_idle_timeout ?? DEFAULTS.bodyIdleTimeoutMs,
+    sendTimeoutMs: p.send_timeout ?? DEFAULTS.sendTimeoutMs,
+    perConnection: p.max_requests_per_connection ?? DEFAULTS.perConnection,
+    perAddress: p.max_requests_per_address ?? DEFAULTS.perAddress,
+  };
+}
+
+/** The Strict-Transport-Security header value (absent: the defaults; null: none). */
+function hstsValue(h: HstsValue | null | undefined): string | null {
+  if (h === null) return null;
+  const v = h ?? { maxAgeSeconds: DEFAULTS.hstsMaxAgeMs / 1000, includeSubdomains: false, preload: false };
+  return `max-age=${v.maxAgeSeconds}${v.includeSubdomains ? '; includeSubDomains' : ''}${v.preload ? '; preload' : ''}`;
 }
 
 const LOOPBACK = new BlockList();

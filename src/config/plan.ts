@@ -24,8 +24,10 @@ export interface UpstreamPlan {
   readonly timeoutMs: number;
   /** Time allowed to open a connection to the upstream, ms. */
   readonly connectTimeoutMs: number;
-  /** Keep-alive connections kept open to the upstream. */
+  /** Requests in flight to the upstream at once, per data-plane process (one keep-alive connection each). */
   readonly connections: number;
+  /** How long a request may wait for a free upstream connection before it is answered 503, ms. */
+  readonly queueTimeoutMs: number;
 }
 
 /** How a request path is matched. Paths are compared as raw bytes (no decoding). */
@@ -68,6 +70,33 @@ export interface WellKnownPlan {
   readonly support: string | null;
   /** Cache-Control max-age, seconds. */
   readonly maxAgeSeconds: number;
+}
+
+/**
+ * What one client may take of what all clients share, and how long the edge waits for a client
+ * (the data-plane invariants: every wait has a bound, no client can take the pool).
+ */
+export interface LimitsPlan {
+  /** A TLS handshake must finish within this, ms. */
+  readonly handshakeTimeoutMs: number;
+  /** HTTP/1.1: a request's line and headers must arrive within this, ms. */
+  readonly headerTimeoutMs: number;
+  /** An HTTP/1.1 connection between requests, or an HTTP/2 connection with no open stream, is closed after this, ms. */
+  readonly idleTimeoutMs: number;
+  /** Request line and header fields, counted as HTTP/1.1 would carry them, bytes; larger → 431 on both protocols. */
+  readonly maxHeaderBytes: number;
+  /** Client connections one data-plane process accepts at once; more are refused (and logged). */
+  readonly maxConnections: number;
+  /** Concurrent HTTP/2 streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS). */
+  readonly maxStreams: number;
+  /** No request-body bytes from the client for this long (while the edge is ready for them) → 408, upstream aborted, ms. */
+  readonly bodyIdleTimeoutMs: number;
+  /** The client reads none of the response for this long → the exchange is cut, upstream aborted, ms. */
+  readonly sendTimeoutMs: number;
+  /** Forwarded requests in flight per client connection; more → 429 (trusted proxies exempt). */
+  readonly perConnection: number;
+  /** Forwarded requests in flight per client address, per data-plane process; more → 429 (trusted proxies exempt). */
+  readonly perAddress: number;
 }
 
 export interface FilesCertificate {
@@ -162,6 +191,14 @@ export interface Plan {
   readonly acme: AcmePlan | null;
   /** Absolute path of the storage root. */
   readonly storage: string;
+  readonly limits: LimitsPlan;
+  /** The Strict-Transport-Security value sent on every HTTPS answer, or null for none. */
+  readonly hsts: string | null;
+  /**
+   * Whether a request for a served name other than the one its connection's certificate was chosen
+   * for (by SNI) gets 421. Off: the Host header alone picks the route, as in Caddy by default.
+   */
+  readonly strictSniHost: boolean;
   /** Peers whose X-Forwarded-For is kept (appended to): IPs or CIDRs. */
   readonly trustedProxies: readonly string[];
   /** Longest time in-flight requests get to finish on SIGTERM/SIGINT, ms. */

@@ -10,7 +10,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseHostname, parseServerName, isMatrixUserId, type ParsedHost, type ParsedServerName } from './servername';
 import type { ChallengeType, KeyType } from './plan';
-import { formatDuration, parseDuration, parseSize, show, type Parsed } from './units';
+import { formatDuration, formatSize, parseDuration, parseSize, show, type Parsed } from './units';
 
 export type PathSeg = string | number;
 
@@ -58,7 +58,19 @@ export const DEFAULTS = {
   maxBodyBytes: 50 * 1024 * 1024,
   upstreamTimeoutMs: 330_000,
   connectTimeoutMs: 10_000,
-  connections: 256,
+  connections: 4096,
+  queueTimeoutMs: 10_000,
+  bodyIdleTimeoutMs: 60_000,
+  sendTimeoutMs: 60_000,
+  perConnection: 100,
+  perAddress: 512,
+  handshakeTimeoutMs: 10_000,
+  headerTimeoutMs: 30_000,
+  idleTimeoutMs: 120_000,
+  maxHeaderBytes: 32 * 1024,
+  maxConnections: 10_000,
+  maxStreams: 128,
+  hstsMaxAgeMs: 365 * 86_400_000,
   drainTimeoutMs: 10_000,
   logLevel: 'info' as LogLevel,
   requestIdHeader: 'X-Request-Id',
@@ -473,12 +485,28 @@ const maxBodySize = optional((value, report): number | undefined | Invalid => {
   return bytes;
 });
 
-const connections = optional((value, report): number | undefined | Invalid => {
-  if (value === undefined) return undefined;
-  if (typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= 100_000) return value;
-  report(`expected a whole number of connections (1–100000); got ${show(value)}`);
-  return INVALID;
-});
+/** A whole number in [min, max]; `what` names the unit in the error ("connections"). */
+function count(min: number, max: number, what: string) {
+  return optional((value, report): number | undefined | Invalid => {
+    if (value === undefined) return undefined;
+    if (typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max) return value;
+    report(`expected a whole number of ${what} (${min}–${max}); got ${show(value)}`);
+    return INVALID;
+  });
+}
+
+const connections = count(1, 100_000, 'connections');
+
+/** A size like 32KiB within [min, max] bytes. */
+function size(min: number, max: number) {
+  return optional((value, report): number | undefined | Invalid => {
+    if (value === undefined) return undefined;
+    const bytes = take(parseSize(value), report);
+    if (bytes === INVALID) return INVALID;
+    if (bytes < min || bytes > max) return (report(`must be between ${formatSize(min)} and ${formatSize(max)}; got ${show(value)}`), INVALID);
+    return bytes;
+  });
+}
 
 // ---------------------------------------------------------------------------------------------
 // Maps
@@ -515,8 +543,65 @@ const tlsFileShape = {
   cert: requiredPath('the PEM certificate chain (leaf first)'),
   key: requiredPath('the PEM private key'),
 };
+/** The parts of `tls.hsts`; absent parts take the defaults. */
+export interface HstsValue {
+  readonly maxAgeSeconds: number;
+  readonly includeSubdomains: boolean;
+  readonly preload: boolean;
+}
+
+const HSTS_KEYS = ['max_age', 'include_subdomains', 'preload'] as const;
+
+/** `tls.hsts`: false/null (no header), true (the defaults) or a map of HSTS_KEYS. */
+const hsts = optional((value, report): HstsValue | null | undefined | Invalid => {
+  if (value === undefined) return undefined;
+  if (value === false || value === null) return null;
+  const given = value === true ? {} : value;
+  if (!isMap(given)) {
+    report(`expected false (no HSTS) or a map like { max_age: 365d, include_subdomains: false, preload: false }; got ${show(value)}`);
+    return INVALID;
+  }
+  let bad = false;
+  for (const key of Object.keys(given)) {
+    if (!(HSTS_KEYS as readonly string[]).includes(key)) {
+      report(`unknown key '${key}'; allowed here: ${HSTS_KEYS.join(', ')}`, [key]);
+      bad = true;
+    }
+  }
+  let maxAgeMs = DEFAULTS.hstsMaxAgeMs;
+  if (given['max_age'] !== undefined) {
+    const ms = take(parseDuration(given['max_age']), report, ['max_age']);
+    if (ms === INVALID) bad = true;
+    else if (ms % 1000 !== 0 || ms > 2 * 365 * DAY) {
+      report(`must be whole seconds, at most 730d; got ${show(given['max_age'])}`, ['max_age']);
+      bad = true;
+    } else maxAgeMs = ms;
+  }
+  const flag = (key: string): boolean => {
+    const v = given[key];
+    if (v === undefined) return false;
+    if (typeof v === 'boolean') return v;
+    report(`expected true or false; got ${show(v)}`, [key]);
+    bad = true;
+    return false;
+  };
+  const includeSubdomains = flag('include_subdomains');
+  const preload = flag('preload');
+  if (preload && (!includeSubdomains || maxAgeMs < 365 * DAY)) {
+    report('preload lists only accept include_subdomains: true with a max_age of at least 365d; set both, or drop preload', ['preload']);
+    bad = true;
+  }
+  return bad ? INVALID : { maxAgeSeconds: maxAgeMs / 1000, includeSubdomains, preload };
+});
+
 const tlsShape = {
   issuer: oneOf(ISSUERS),
+  hsts,
+  strict_sni_host: optional((value, report): boolean | undefined | Invalid => {
+    if (value === undefined || typeof value === 'boolean') return value;
+    report(`expected true (421 for a Host the connection's certificate was not chosen for) or false; got ${show(value)}`);
+    return INVALID;
+  }),
   files: z.preprocess((v) => (v === null ? undefined : v), z.array(z.strictObject(tlsFileShape)).optional()),
   reload_interval: duration({ min: 1000, max: TIMER_MAX }),
   internal_lifetime: duration({ min: 3_600_000, max: 365 * DAY }),
@@ -627,6 +712,11 @@ const proxyShape = {
   upstream_timeout: duration({ min: 1000, max: TIMER_MAX }),
   connect_timeout: duration({ min: 1, max: TIMER_MAX }),
   connections,
+  queue_timeout: duration({ min: 0, max: 300_000 }),
+  body_idle_timeout: duration({ min: 1000, max: 3_600_000 }),
+  send_timeout: duration({ min: 1000, max: 3_600_000 }),
+  max_requests_per_connection: count(1, 100_000, 'requests'),
+  max_requests_per_address: count(1, 1_000_000, 'requests'),
   trusted_proxies: trustedProxies,
   forward_prefixes: prefixList,
   block_prefixes: prefixList,
@@ -656,6 +746,16 @@ const proxySchema = z
     }),
   )
   .optional();
+
+const limitsShape = {
+  handshake_timeout: duration({ min: 1000, max: 300_000 }),
+  header_timeout: duration({ min: 1000, max: 300_000 }),
+  idle_timeout: duration({ min: 1000, max: 3_600_000 }),
+  max_header_size: size(4096, 1024 * 1024),
+  max_connections: count(1, 1_000_000, 'connections'),
+  max_streams: count(1, 10_000, 'streams'),
+};
+const limitsSchema = z.preprocess(emptyToMap, z.strictObject(limitsShape)).optional();
 
 /** Loggers whose level `log.levels` can set apart from `log.level`. */
 export const LOG_COMPONENTS = ['access', 'data', 'tls', 'workers', 'certs', 'control', 'admin', 'alerts'] as const;
@@ -825,6 +925,7 @@ const rootShape = {
   acme: acmeSchema,
   storage: optionalPath('the storage directory'),
   proxy: proxySchema,
+  limits: limitsSchema,
   log: logSchema,
   workers,
   admin: adminSchema,
@@ -858,6 +959,7 @@ export const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
   'acme.fallback[]': Object.keys(caShape),
   'acme.fallback[].eab': Object.keys(eabShape),
   proxy: Object.keys(proxyShape),
+  limits: Object.keys(limitsShape),
   log: Object.keys(logShape),
   admin: Object.keys(adminShape),
   alerts: Object.keys(alertsShape),

@@ -69,7 +69,8 @@ describe('defaults', () => {
           dial: 'http://127.0.0.1:8008',
           timeoutMs: 330_000,
           connectTimeoutMs: 10_000,
-          connections: 256,
+          connections: 4096,
+          queueTimeoutMs: 10_000,
         },
       ],
       routes: [
@@ -106,6 +107,20 @@ describe('defaults', () => {
       tls: { issuer: 'acme' },
       acme: { email: null, directory: LETSENCRYPT, caRoots: [], eab: null, profile: null, challenges: ['http-01', 'tls-alpn-01'], keyType: 'p256', fallbacks: [] },
       storage: '/srv/edge/certs',
+      limits: {
+        handshakeTimeoutMs: 10_000,
+        headerTimeoutMs: 30_000,
+        idleTimeoutMs: 120_000,
+        maxHeaderBytes: 32_768,
+        maxConnections: 10_000,
+        maxStreams: 128,
+        bodyIdleTimeoutMs: 60_000,
+        sendTimeoutMs: 60_000,
+        perConnection: 100,
+        perAddress: 512,
+      },
+      hsts: 'max-age=31536000',
+      strictSniHost: false,
       trustedProxies: [],
       drainTimeoutMs: 10_000,
       log: { level: 'info', format: 'json', levels: {} },
@@ -932,6 +947,18 @@ describe('paths, issuers, proxy settings', () => {
         '  connections: 64',
         '  trusted_proxies: [10.0.0.0/8, "::1"]',
         '  drain_timeout: 0',
+        '  queue_timeout: 3s',
+        '  body_idle_timeout: 20s',
+        '  send_timeout: 45s',
+        '  max_requests_per_connection: 10',
+        '  max_requests_per_address: 40',
+        'limits:',
+        '  handshake_timeout: 5s',
+        '  header_timeout: 15s',
+        '  idle_timeout: 5m',
+        '  max_header_size: 64KiB',
+        '  max_connections: 2000',
+        '  max_streams: 64',
         'log: { level: debug }',
       ),
     );
@@ -944,8 +971,21 @@ describe('paths, issuers, proxy settings', () => {
         timeoutMs: 600_000,
         connectTimeoutMs: 2500,
         connections: 64,
+        queueTimeoutMs: 3000,
       },
     ]);
+    expect(plan.limits).toEqual({
+      handshakeTimeoutMs: 5000,
+      headerTimeoutMs: 15_000,
+      idleTimeoutMs: 300_000,
+      maxHeaderBytes: 65_536,
+      maxConnections: 2000,
+      maxStreams: 64,
+      bodyIdleTimeoutMs: 20_000,
+      sendTimeoutMs: 45_000,
+      perConnection: 10,
+      perAddress: 40,
+    });
     expect(plan.trustedProxies).toEqual(['10.0.0.0/8', '::1']);
     expect(plan.drainTimeoutMs).toBe(0);
     expect(plan.log.level).toBe('debug');
@@ -1003,7 +1043,9 @@ describe('describe', () => {
     has(/^\s+https\s+443\s+0\.0\.0\.0, ::$/);
     has(/^\s+https\s+8448\s+0\.0\.0\.0, ::$/);
     has(/^\s+http\s+80\s+0\.0\.0\.0, ::/);
-    has(/^\s+homeserver\s+http:\/\/localhost:8008\s+http:\/\/127\.0\.0\.1:8008\s+330s\s+10s\s+256$/);
+    has(/^\s+homeserver\s+http:\/\/localhost:8008\s+http:\/\/127\.0\.0\.1:8008\s+330s\s+10s\s+4096\s+10s$/);
+    has(/^HSTS\s+max-age=31536000$/);
+    has(/^Limits\s+TLS handshake 10s, request headers 30s, idle connection 2m$/);
     has(/^Well-known bodies \(Cache-Control: max-age=3600\)$/);
     expect(text).toContain(`/.well-known/matrix/server   ${result.plan.wellKnown.server}\n`);
     expect(text).toContain(`/.well-known/matrix/client   ${result.plan.wellKnown.client}\n`);
@@ -1139,5 +1181,41 @@ describe('admin and alerts', () => {
     expect(off).toMatch(/^Admin\s+off$/m);
     expect(off).toMatch(/^Alerts\s+off \(set alerts\.webhook, or alerts\.format: matrix, to be told when renewals fail\)$/m);
     expect(describePlan(planOf(yaml('server_name: example.com', 'admin: { listen: "[::1]:9100" }')).plan, [])).toMatch(/^Admin\s+http:\/\/\[::1\]:9100 /m);
+  });
+});
+
+describe('limits and HSTS', () => {
+  test('HSTS: default one year, a map, true, and false for none', () => {
+    expect(planOf(yaml('server_name: example.com')).plan.hsts).toBe('max-age=31536000');
+    expect(planOf(yaml('server_name: example.com', 'tls: { hsts: true }')).plan.hsts).toBe('max-age=31536000');
+    expect(planOf(yaml('server_name: example.com', 'tls: { hsts: false }')).plan.hsts).toBeNull();
+    expect(planOf(yaml('server_name: example.com', 'tls: { hsts: null }')).plan.hsts).toBeNull();
+    expect(planOf(yaml('server_name: example.com', 'tls: { hsts: { max_age: 730d, include_subdomains: true, preload: true } }')).plan.hsts).toBe(
+      'max-age=63072000; includeSubDomains; preload',
+    );
+    expect(planOf(yaml('server_name: example.com', 'tls: { hsts: { max_age: 1h } }')).plan.hsts).toBe('max-age=3600');
+  });
+
+  test('bad HSTS settings name the key', () => {
+    expect(errorsOf(yaml('server_name: example.com', 'tls: { hsts: { preload: true } }'))).toEqual([
+      issue(2, 25, 'tls.hsts.preload', 'preload lists only accept include_subdomains: true with a max_age of at least 365d; set both, or drop preload'),
+    ]);
+    expect(errorsOf(yaml('server_name: example.com', 'tls: { hsts: { maxage: 1d } }'))).toEqual([
+      issue(2, 24, 'tls.hsts.maxage', "unknown key 'maxage'; allowed here: max_age, include_subdomains, preload"),
+    ]);
+    expect(errorsOf(yaml('server_name: example.com', 'tls: { hsts: yes }'))).toEqual([
+      issue(2, 14, 'tls.hsts', "expected false (no HSTS) or a map like { max_age: 365d, include_subdomains: false, preload: false }; got 'yes'"),
+    ]);
+  });
+
+  test('limits out of range are errors with file, line and key', () => {
+    expect(errorsOf(yaml('server_name: example.com', 'limits:', '  max_header_size: 1KiB', '  max_streams: 0', '  idle_timeout: 0s'))).toEqual([
+      issue(3, 20, 'limits.max_header_size', "must be between 4KiB and 1MiB; got '1KiB'"),
+      issue(4, 16, 'limits.max_streams', 'expected a whole number of streams (1–10000); got 0'),
+      issue(5, 17, 'limits.idle_timeout', "must be at least 1s; got '0s'"),
+    ]);
+    expect(errorsOf(yaml('server_name: example.com', 'limits: { max_conections: 5 }'))).toEqual([
+      issue(2, 11, 'limits.max_conections', "unknown key 'max_conections' (did you mean 'max_connections'?)"),
+    ]);
   });
 });
