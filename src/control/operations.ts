@@ -10,7 +10,7 @@ import { AdminServer } from '../observe/admin-server';
 import { Alerting, type AlertingOptions } from '../observe/alerts';
 import type { Logger } from '../observe/log';
 import type { EdgeMetrics } from '../observe/metrics';
-import { certificateProblems, UpstreamProbe, type CertificateFacts, type Missing, type UpstreamProbeOptions } from '../observe/readiness';
+import { certificateProblems, poolProblems, UpstreamProbe, type CertificateFacts, type Missing, type UpstreamProbeOptions } from '../observe/readiness';
 import type { CertificateMaterial, DataPlaneStats } from '../plane/messages';
 import { errorMessage } from '../store/fs-store';
 import type { Clock } from './clock';
@@ -84,7 +84,7 @@ export async function startOperations(setup: OperationsSetup): Promise<Operation
   };
   const missing = async (): Promise<Missing[]> => {
     await collect();
-    const problems = certificateProblems(plan.names, installed, clock.now());
+    const problems = [...certificateProblems(plan.names, installed, clock.now()), ...poolProblems(metrics.upstreamPools)];
     const upstreamProblem = probe === null ? null : await probe.check();
     return upstreamProblem === null ? problems : [...problems, upstreamProblem];
   };

@@ -10,15 +10,22 @@ import { isIPv6, type Socket } from 'node:net';
 import type { BlockList } from 'node:net';
 import type { Duplex } from 'node:stream';
 import * as tls from 'node:tls';
-import type { Plan, UpstreamPlan } from '../config/plan';
+import type { LimitsPlan, Plan, UpstreamPlan } from '../config/plan';
 import type { Logger } from '../observe/log';
+import { logSafe } from '../observe/log-safe';
 import type { BoundListenerInfo, ControlToData, DataPlaneStats } from '../plane/messages';
+import { AccessLog } from './access-log';
 import { CLIENT_HELLO_LIMIT, inspectClientHello } from './client-hello';
 import { Exchange, type Req, type Res } from './exchange';
+import { parserRefusal, writeRefusal } from './handlers/client-error';
 import { sendMatrixError } from './handlers/errors';
 import { PlainHttpHandler } from './handlers/plain-http';
-import { buildTrustList, forward, UpstreamPool } from './handlers/proxy';
+import { buildTrustList, forward } from './handlers/proxy';
 import { WellKnownHandler } from './handlers/wellknown';
+import { hostOf } from './paths';
+import { ClientShares } from './proxy/shares';
+import { UpstreamPool } from './proxy/upstream-pool';
+import { checkHeaderSize, checkMethod, h1HeaderBytes, type Refusal } from './request-checks';
 import { buildRouteTable, decide, type RouteTable } from './router';
 import { reclaimBuffers } from './buffer-reclaim';
 import { TrafficStats } from './stats';
@@ -36,6 +43,8 @@ interface Serving {
   readonly trusted: BlockList | null;
   readonly requestIdHeader: string | null;
   readonly plain: PlainHttpHandler;
+  readonly limits: LimitsPlan;
+  readonly shares: ClientShares;
 }
 
 type Server = http2.Http2SecureServer | http.Server;
@@ -59,13 +68,22 @@ class BindError extends Error {
   }
 }
 
-const HTTP1_LIMITS = {
-  /** Headers must arrive within this. */
-  headersTimeout: 60_000,
-  /** No whole-request deadline: large uploads and long polls are bounded by inactivity instead. */
-  requestTimeout: 0,
-  keepAliveTimeout: 75_000,
-};
+/**
+ * HTTP/1.1 server settings from the plan's limits (Node's names). No whole-request deadline:
+ * uploads and long polls are bounded by inactivity instead (request body idle, client not reading,
+ * the upstream timeout).
+ */
+function http1Limits(l: LimitsPlan): Record<string, number> {
+  return { headersTimeout: l.headerTimeoutMs, requestTimeout: 0, keepAliveTimeout: l.idleTimeoutMs, maxHeaderSize: l.maxHeaderBytes, maxHeadersCount: 0 };
+}
+
+/** How often Node checks HTTP/1.1 connections against the header timeout (its default of 30 s would double a 30 s timeout). */
+function checkingInterval(l: LimitsPlan): number {
+  return Math.max(250, Math.min(5000, Math.floor(l.headerTimeoutMs / 4)));
+}
+
+/** A refused-connections log line at most this often (with the count since the last). */
+const DROP_LOG_INTERVAL_MS = 10_000;
 
 export class DataPlane {
   private serving: Serving | null = null;
@@ -87,8 +105,13 @@ export class DataPlane {
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private readonly log: Logger;
   private readonly tlsLog: Logger;
-  private readonly access: Logger;
+  private readonly access: AccessLog;
   private readonly stats: TrafficStats;
+  /** In-flight shares per client; kept across plans (requests in flight hold theirs). */
+  private shares: ClientShares | null = null;
+  /** HTTP/2 sessions → their open streams (a session with none is idle). */
+  private readonly openStreams = new WeakMap<http2.ServerHttp2Session, number>();
+  private dropped = { count: 0, loggedAt: 0, unlogged: 0 };
   private readonly stopReclaiming: () => void;
   private closing = false;
 
@@ -104,19 +127,23 @@ export class DataPlane {
   ) {
     this.log = root.child({ component: 'data' });
     this.tlsLog = root.child({ component: 'tls' });
-    this.access = root.child({ component: 'access' });
     this.stats = new TrafficStats(options.worker ?? 0);
+    this.access = new AccessLog(root.child({ component: 'access' }), this.stats);
     this.stopReclaiming = reclaimBuffers();
   }
 
   /** Traffic figures since the previous call (see DataPlaneStats). */
   takeStats(): DataPlaneStats {
-    return this.stats.take();
+    const now = performance.now();
+    const upstreams = [...(this.serving?.upstreams.values() ?? [])].map((pool) => pool.take(now));
+    const dropped = this.dropped.count;
+    this.dropped.count = 0;
+    return this.stats.take(upstreams, dropped);
   }
 
   /** The same, shaped like a worker pool's answer (one data plane). */
   async statsReport(): Promise<DataPlaneStats[]> {
-    return [this.stats.take()];
+    return [this.takeStats()];
   }
 
   /** Apply one message from the control plane. */
@@ -173,6 +200,8 @@ export class DataPlane {
     const table = buildRouteTable(plan.names, plan.routes);
     const httpsPorts = plan.listen.https.map((l) => l.port);
     const redirectPort = httpsPorts.includes(443) ? 443 : httpsPorts[0]!;
+    if (this.shares === null) this.shares = new ClientShares(plan.limits);
+    else this.shares.setLimits(plan.limits);
     this.serving = {
       plan,
       table,
@@ -181,6 +210,8 @@ export class DataPlane {
       trusted: buildTrustList(plan.trustedProxies),
       requestIdHeader: plan.requestIdHeader,
       plain: new PlainHttpHandler(table.names, redirectPort, this.challenges),
+      limits: plan.limits,
+      shares: this.shares,
     };
     if (this.certificates === null) this.certificates = new CertificateTable(plan.names[0]!);
     else this.certificates.serveOnly(plan.names);
@@ -289,14 +320,22 @@ export class DataPlane {
   private createHttps(): http2.Http2SecureServer {
     const certificates = this.certificateTable();
     const initial = certificates.defaultMaterial();
+    const limits = this.serving!.limits;
     const server = http2.createSecureServer({
       ...TLS_BASE,
       allowHTTP1: true,
       SNICallback: certificates.sniCallback,
       ...(initial === undefined ? {} : { cert: initial.certPem, key: initial.keyPem }),
-      settings: { maxConcurrentStreams: 256 },
-    });
-    Object.assign(server, HTTP1_LIMITS);
+      handshakeTimeout: limits.handshakeTimeoutMs,
+      // nghttp2 refuses (with a stream reset) only far beyond the limit; up to twice the limit the
+      // request reaches onRequest and gets the same 431 as over HTTP/1.1.
+      maxHeaderListPairs: Math.ceil((2 * limits.maxHeaderBytes) / 4),
+      settings: { maxConcurrentStreams: limits.maxStreams, maxHeaderListSize: 2 * limits.maxHeaderBytes },
+      connectionsCheckingInterval: checkingInterval(limits),
+    } as http2.SecureServerOptions);
+    Object.assign(server, http1Limits(limits));
+    server.maxConnections = limits.maxConnections;
+    server.on('drop', () => this.droppedConnection());
     this.screenConnections(server);
     if (this.ticketKeys !== null) server.setTicketKeys(this.ticketKeys);
     const stopWatching = certificates.onDefaultChange((m) => {
@@ -306,15 +345,68 @@ export class DataPlane {
     });
     server.once('close', stopWatching);
     server.on('secureConnection', (socket: Socket) => this.track(socket, server));
-    server.on('session', (session: http2.ServerHttp2Session) => {
-      this.sessions.add(session);
-      session.once('close', () => this.sessions.delete(session));
-      if (this.closing) session.close();
-    });
+    server.on('session', (session: http2.ServerHttp2Session) => this.onSession(session, limits.idleTimeoutMs));
+    server.on('stream', (stream: http2.ServerHttp2Stream) => this.countStream(stream));
     server.on('request', (req: Req, res: Res) => this.onRequest(req, res, false));
     server.on('checkContinue', (req: Req, res: Res) => this.onRequest(req, res, true));
-    server.on('connect', refuseConnect);
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket, 'https'));
+    server.on('connect', (req: Req, resOrSocket: Res | Duplex) => {
+      // HTTP/2 CONNECT arrives as a request with a response; HTTP/1.1 CONNECT as a bare socket.
+      if (req.httpVersionMajor === 2) this.onRequest(req, resOrSocket as Res, false);
+      else refuseConnect(req as http.IncomingMessage, resOrSocket as Duplex);
+    });
     return server;
+  }
+
+  /**
+   * An HTTP/2 session: closed (GOAWAY, graceful) once it has had no open stream for the idle
+   * timeout. A stream waiting on a long poll keeps it open however quiet it is.
+   */
+  private onSession(session: http2.ServerHttp2Session, idleMs: number): void {
+    this.sessions.add(session);
+    session.once('close', () => this.sessions.delete(session));
+    if (this.closing) {
+      session.close();
+      return;
+    }
+    session.setTimeout(idleMs, () => {
+      if ((this.openStreams.get(session) ?? 0) === 0) session.close();
+    });
+  }
+
+  private countStream(stream: http2.ServerHttp2Stream): void {
+    const session = stream.session as http2.ServerHttp2Session | undefined;
+    if (session === undefined) return;
+    this.openStreams.set(session, (this.openStreams.get(session) ?? 0) + 1);
+    stream.once('close', () => this.openStreams.set(session, (this.openStreams.get(session) ?? 1) - 1));
+  }
+
+  /** limits.max_connections was reached and a connection refused: counted, and logged at most every 10 s. */
+  private droppedConnection(): void {
+    this.dropped.count++;
+    this.dropped.unlogged++;
+    const now = performance.now();
+    if (now - this.dropped.loggedAt < DROP_LOG_INTERVAL_MS) return;
+    this.log.warn(
+      { refused: this.dropped.unlogged, maxConnections: this.serving?.limits.maxConnections },
+      'connection limit reached: new connections are refused (limits.max_connections, per worker)',
+    );
+    this.dropped.loggedAt = now;
+    this.dropped.unlogged = 0;
+  }
+
+  /** An HTTP/1.1 request the parser refused: the same Matrix JSON error a handler would give, an access line, a count. */
+  private onClientError(err: NodeJS.ErrnoException, socket: Duplex, scheme: 'https' | 'http'): void {
+    if (err.code === 'ECONNRESET' || err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' || (socket as Socket).destroyed) {
+      socket.destroy();
+      return;
+    }
+    const refusal = parserRefusal(err.code, this.serving!.limits.maxHeaderBytes);
+    const ex = new Exchange(performance.now(), { socket: socket as Socket });
+    ex.route = 'reject';
+    ex.failure = `${err.code ?? 'parse error'}: ${err.message}`;
+    if (!writeRefusal(socket, refusal, scheme === 'https' ? this.serving!.plan.hsts : null)) return;
+    this.access.write(ex, { method: undefined, host: undefined, path: undefined, status: refusal.status, proto: `${scheme}/1.1` });
   }
 
   /**
@@ -417,13 +509,17 @@ export class DataPlane {
   }
 
   private createHttp(): http.Server {
-    const server = http.createServer({ ...HTTP1_LIMITS }, (req, res) => {
+    const limits = this.serving!.limits;
+    const server = http.createServer({ ...http1Limits(limits), connectionsCheckingInterval: checkingInterval(limits) }, (req, res) => {
       const serving = this.serving!;
       const ex = new Exchange(performance.now(), req);
-      res.once('close', () => this.logAccess(req, res, ex, 'http'));
+      res.once('close', () => this.access.request(req, res, ex, 'http'));
       serving.plain.handle(req, res, ex);
     });
+    server.maxConnections = limits.maxConnections;
+    server.on('drop', () => this.droppedConnection());
     server.on('connection', (socket: Socket) => this.track(socket, server));
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket, 'http'));
     server.on('connect', refuseConnect);
     return server;
   }
@@ -440,9 +536,18 @@ export class DataPlane {
   private onRequest(req: Req, res: Res, expectContinue: boolean): void {
     const serving = this.serving!;
     const ex = new Exchange(performance.now(), req);
-    res.once('close', () => this.logAccess(req, res, ex, 'https'));
+    res.once('close', () => this.access.request(req, res, ex, 'https'));
+    if (req.httpVersionMajor === 2) stopUploadWhenAnswered(req as http2.Http2ServerRequest);
+    if (serving.plan.hsts !== null) res.setHeader('strict-transport-security', serving.plan.hsts);
+    const method = req.method ?? '';
     const authority = req.headers.host ?? (req.headers[':authority'] as string | undefined);
-    const decision = decide(serving.table, req.method ?? '', req.url ?? '', authority);
+    const refusal = this.screenRequest(req, method, authority);
+    if (refusal !== null) {
+      ex.route = 'reject';
+      sendMatrixError(req, res, ex, refusal.status, refusal.errcode, refusal.error, refusal.headers);
+      return;
+    }
+    const decision = decide(serving.table, method, req.url ?? '', authority);
     if (decision.kind === 'reject') {
       ex.route = 'reject';
       sendMatrixError(req, res, ex, decision.status, decision.errcode, decision.error);
@@ -465,29 +570,25 @@ export class DataPlane {
     }
   }
 
-  private logAccess(req: Req, res: Res, ex: Exchange, scheme: 'https' | 'http'): void {
-    const status = res.writableFinished ? res.statusCode : 499;
-    this.stats.request(ex.route, status);
-    if (ex.upstream !== null && ex.upstreamMs >= 0) this.stats.upstreamAnswered(ex.upstream, ex.upstreamMs);
-    const failed = status >= 500 || ex.failure !== undefined;
-    // The entry is built only when it is written: at level warn most requests cost no log work.
-    if (!this.access.isLevelEnabled(failed ? 'warn' : 'info')) return;
-    const entry = {
-      method: req.method,
-      host: req.headers.host ?? req.headers[':authority'],
-      path: req.url !== undefined && req.url.length > 2048 ? `${req.url.slice(0, 2048)}…` : req.url,
-      status,
-      bytes: ex.bytes,
-      ms: Math.round((performance.now() - ex.start) * 10) / 10,
-      upstream_ms: ex.upstreamMs < 0 ? undefined : Math.round(ex.upstreamMs * 10) / 10,
-      route: ex.route,
-      request_id: ex.requestId ?? undefined,
-      proto: `${scheme}/${req.httpVersion}`,
-      peer: ex.peer,
-      error: ex.failure,
-    };
-    if (failed) this.access.warn(entry, 'request');
-    else this.access.info(entry, 'request');
+  /**
+   * What must hold before routing: a method HTTP/1.1 can carry, headers within the limit (HTTP/2;
+   * HTTP/1.1's parser enforces the same limit), and with tls.strict_sni_host a Host the
+   * connection's certificate covers — a request for another served name on a connection made for
+   * this one gets 421 (RFC 9110 §15.5.20), so the client opens a connection for that name.
+   */
+  private screenRequest(req: Req, method: string, authority: string | undefined): Refusal | null {
+    const methodRefusal = checkMethod(method);
+    if (methodRefusal !== null) return methodRefusal;
+    if (req.httpVersionMajor === 2) {
+      const sizeRefusal = checkHeaderSize(h1HeaderBytes(req.rawHeaders, method, req.url ?? '', authority), this.serving!.limits.maxHeaderBytes);
+      if (sizeRefusal !== null) return sizeRefusal;
+    }
+    if (!this.serving!.plan.strictSniHost) return null;
+    const sni = (req.socket as tls.TLSSocket | undefined)?.servername;
+    if (typeof sni !== 'string' || sni === '' || authority === undefined) return null;
+    const host = hostOf(authority);
+    if (host === null || host === sni.toLowerCase() || this.certificates === null || this.certificates.sameCertificate(sni, host)) return null;
+    return { status: 421, errcode: 'M_UNRECOGNIZED', error: `This connection was made for '${logSafe(sni)}'; open one for '${host}'` };
   }
 
   /**
@@ -538,6 +639,24 @@ const CONNECT_REFUSAL = (() => {
 })();
 
 function ignore(): void {}
+
+/**
+ * An HTTP/2 response is complete while the client may still send its request body (an early
+ * answer: 413, 429, 408, or the homeserver's own): RST_STREAM NO_ERROR tells the client to stop
+ * sending (RFC 9113 §8.1) instead of uploading the rest into a stream nobody reads. Sent a turn
+ * after the response's last frame was handed to the session, as Node does for its own early
+ * close, so the reset never overtakes the response; never for requests that had no body.
+ */
+function stopUploadWhenAnswered(req: http2.Http2ServerRequest): void {
+  const stream = req.stream;
+  if (stream.endAfterHeaders) return;
+  stream.once('finish', () => {
+    if (stream.destroyed || stream.readableEnded) return;
+    setImmediate(() => {
+      if (!stream.destroyed && !stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+    });
+  });
+}
 
 function refuseConnect(_req: http.IncomingMessage, socket: Duplex): void {
   socket.end(CONNECT_REFUSAL);

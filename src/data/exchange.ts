@@ -9,13 +9,18 @@ export interface Res {
   statusCode: number;
   readonly headersSent: boolean;
   readonly writableFinished: boolean;
+  /** Whether end() was called (not whether the client got it all). */
+  readonly writableEnded: boolean;
   readonly destroyed: boolean;
   writeHead(statusCode: number, headers?: http.OutgoingHttpHeaders): unknown;
+  setHeader(name: string, value: string): unknown;
   writeContinue(): void;
   write(chunk: Buffer | string): boolean;
   end(chunk?: Buffer | string): unknown;
   destroy(error?: Error): unknown;
-  once(event: 'close' | 'drain', listener: () => void): unknown;
+  once(event: 'close' | 'drain' | 'finish', listener: () => void): unknown;
+  off(event: 'close' | 'drain' | 'finish', listener: () => void): unknown;
+  prependOnceListener(event: 'close', listener: () => void): unknown;
 }
 
 /** Per-request facts gathered for the access log. */
@@ -31,13 +36,18 @@ export class Exchange {
   bytes = 0;
   /** Why the request failed, when it did (upstream error code, client abort). */
   failure: string | undefined = undefined;
+  /** Why a forwarded exchange was aborted (client-gone, body-idle, …), when it was. */
+  abort: string | undefined = undefined;
+  /** Where a forwarded exchange was when it was aborted (queued, request, waiting, response). */
+  phase: string | undefined = undefined;
   /** The client's address (IPv4-mapped IPv6 shown as IPv4), read while the socket is there. */
   readonly peer: string;
+  /** @param from the request (or, for a request the parser refused, its connection as `{ socket }`) */
   constructor(
     readonly start: number,
-    req: Req,
+    from: { readonly socket?: { readonly remoteAddress?: string | undefined } | null },
   ) {
-    const a = req.socket?.remoteAddress ?? '';
+    const a = from.socket?.remoteAddress ?? '';
     this.peer = a.startsWith('::ffff:') && a.indexOf('.') !== -1 ? a.slice(7) : a;
   }
 }

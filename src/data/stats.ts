@@ -4,7 +4,7 @@
  * gauges as they are now. Pure bookkeeping; the data plane calls it, the caller decides when to take.
  */
 import { UPSTREAM_LATENCY_BUCKETS } from '../observe/metrics';
-import type { DataPlaneStats } from '../plane/messages';
+import type { DataPlaneStats, UpstreamStats } from '../plane/messages';
 
 interface Latency {
   /** Per bucket of UPSTREAM_LATENCY_BUCKETS (not cumulative), one more at the end for +Inf. */
@@ -78,8 +78,11 @@ export class TrafficStats {
     c.written = socket.bytesWritten;
   }
 
-  /** The report since the previous take; counters start again from zero. */
-  take(): DataPlaneStats {
+  /**
+   * The report since the previous take; counters start again from zero. The upstream pools'
+   * figures and the refused connections come from the data plane, which owns them.
+   */
+  take(upstreams: readonly UpstreamStats[] = [], droppedConnections = 0): DataPlaneStats {
     const openConnections = new Map<string, number>();
     for (const listener of this.listeners) openConnections.set(listener, 0);
     for (const [socket, c] of this.open) {
@@ -94,6 +97,8 @@ export class TrafficStats {
       bytesIn: this.bytesIn,
       bytesOut: this.bytesOut,
       upstreamAnsweredAt: this.answeredAt,
+      upstreams,
+      droppedConnections,
     };
     this.requests = new Map();
     this.latency = new Map();

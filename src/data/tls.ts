@@ -5,6 +5,7 @@
  * their requests). Replacing a certificate affects new handshakes only: open connections keep
  * the context they negotiated, so nothing is dropped.
  */
+import { constants } from 'node:crypto';
 import * as tls from 'node:tls';
 import type { CertificateMaterial } from '../plane/messages';
 
@@ -13,12 +14,25 @@ import type { CertificateMaterial } from '../plane/messages';
  * choice too) and cheaper per byte; OpenSSL's default order puts AES-256 first.
  */
 const TLS13_SUITES = ['TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256'];
+/** TLS 1.2: forward secrecy (ECDHE) and AEAD only — no CBC, no static RSA, no DHE. */
+const TLS12_SUITES = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+];
+/** Key-exchange groups in order of preference: the post-quantum hybrid first, then X25519 and P-256. */
+export const TLS_GROUPS = 'X25519MLKEM768:X25519:P-256';
 
-/** TLS settings common to every context: TLS 1.2 and 1.3 only, the server's suite order. */
+/** TLS settings common to every context: TLS 1.2 and 1.3 only, the server's suite order, no renegotiation. */
 export const TLS_BASE: tls.SecureContextOptions = Object.freeze({
   minVersion: 'TLSv1.2',
   honorCipherOrder: true,
-  ciphers: [...TLS13_SUITES, ...tls.DEFAULT_CIPHERS.split(':').filter((c) => !c.startsWith('TLS_'))].join(':'),
+  ciphers: [...TLS13_SUITES, ...TLS12_SUITES].join(':'),
+  ecdhCurve: TLS_GROUPS,
+  secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
 });
 
 export class CertificateTable {
@@ -58,6 +72,12 @@ export class CertificateTable {
     if (material.names.some((n) => n.toLowerCase() === this.defaultName)) {
       for (const listener of this.defaultListeners) listener(material);
     }
+  }
+
+  /** Whether a handshake for `a` and one for `b` get the same certificate (each name lower case or not). */
+  sameCertificate(a: string, b: string): boolean {
+    const fallback = this.contexts.get(this.defaultName);
+    return (this.contexts.get(a.toLowerCase()) ?? fallback) === (this.contexts.get(b.toLowerCase()) ?? fallback);
   }
 
   /** The material served for no-SNI clients, if installed yet. */

@@ -13,7 +13,7 @@
  *   status, upstream latency, open connections per listener, bytes in and out.
  */
 import type { Metric, Registry } from 'prom-client';
-import type { DataPlaneStats } from '../plane/messages';
+import type { DataPlaneStats, UpstreamStats } from '../plane/messages';
 
 /** Why a certificate request failed, as counted by `matrix_edge_certificate_renewal_failures_total`. */
 export const ISSUE_ERROR_TYPES = ['rateLimited', 'network', 'challenge', 'badNonce', 'other'] as const;
@@ -172,8 +172,16 @@ export class EdgeMetrics {
   );
   private readonly bytesIn = new Values('counter', 'matrix_edge_received_bytes_total', 'Bytes received from clients on their connections (after TLS; headers and bodies).');
   private readonly bytesOut = new Values('counter', 'matrix_edge_sent_bytes_total', 'Bytes sent to clients on their connections (before TLS; headers and bodies).');
+  private readonly aborts = new Values(
+    'counter',
+    'matrix_edge_upstream_aborts_total',
+    'Forwarded exchanges aborted, by upstream and cause (client-gone, body-cut, body-idle, body-too-large, send-timeout, queue-timeout, upstream-timeout, upstream-error).',
+  );
+  private readonly refused = new Values('counter', 'matrix_edge_connections_refused_total', 'Client connections refused because limits.max_connections was reached.');
   /** Open connections per worker and listener, as last reported. */
   private readonly connections = new Map<number, ReadonlyMap<string, number>>();
+  /** Each worker's upstream pools, as last reported. */
+  private readonly pools = new Map<number, readonly UpstreamStats[]>();
   private readonly knownCas = new Set<string>();
   private lastUpstreamAnswer: number | null = null;
   private registry: Registry | null = null;
@@ -204,10 +212,24 @@ export class EdgeMetrics {
       this.requests,
       this.upstreamLatency,
       new Computed('matrix_edge_open_connections', 'Client connections open now, by listener (summed over the workers).', () => this.openConnections()),
+      new Computed('matrix_edge_upstream_requests_in_flight', 'Forwarded requests not over yet (waiting for an upstream connection or using one), by upstream, summed over the workers.', () =>
+        this.poolSum((p) => p.inFlight),
+      ),
+      new Computed('matrix_edge_upstream_requests_queued', 'Forwarded requests waiting for a free upstream connection, by upstream, summed over the workers.', () =>
+        this.poolSum((p) => p.queued),
+      ),
+      new Computed('matrix_edge_upstream_queue_wait_seconds', 'How long the oldest request waiting for an upstream connection has waited, by upstream (the longest over the workers).', () =>
+        this.poolMax((p) => p.oldestQueuedMs / 1000),
+      ),
+      new Computed('matrix_edge_upstream_capacity', 'Requests the upstream pool carries at once (its connections), by upstream, summed over the workers.', () =>
+        this.poolSum((p) => p.capacity),
+      ),
+      this.aborts,
+      this.refused,
       this.bytesIn,
       this.bytesOut,
     ];
-    for (const zero of [this.restarts, this.bytesIn, this.bytesOut]) zero.add({}, 0);
+    for (const zero of [this.restarts, this.bytesIn, this.bytesOut, this.refused]) zero.add({}, 0);
   }
 
   /** One certificate request to a CA began. */
@@ -232,10 +254,28 @@ export class EdgeMetrics {
     this.workers.set({}, count);
   }
 
-  /** A data-plane worker exited unexpectedly and is being replaced (its connection counts are dropped). */
+  /** A data-plane worker exited unexpectedly and is being replaced (its connection and pool gauges are dropped). */
   workerRestarted(worker: number): void {
     this.restarts.add({});
     this.connections.delete(worker);
+    this.pools.delete(worker);
+  }
+
+  /** Every worker's pool figures as last reported. */
+  get upstreamPools(): readonly UpstreamStats[] {
+    return [...this.pools.values()].flat();
+  }
+
+  private poolSum(read: (p: UpstreamStats) => number): Sample[] {
+    const sums = new Map<string, number>();
+    for (const p of this.upstreamPools) sums.set(p.upstream, (sums.get(p.upstream) ?? 0) + read(p));
+    return [...sums].map(([upstream, value]) => ({ labels: { upstream }, value }));
+  }
+
+  private poolMax(read: (p: UpstreamStats) => number): Sample[] {
+    const max = new Map<string, number>();
+    for (const p of this.upstreamPools) max.set(p.upstream, Math.max(max.get(p.upstream) ?? 0, read(p)));
+    return [...max].map(([upstream, value]) => ({ labels: { upstream }, value }));
   }
 
   /** A data-plane report (see DataPlaneStats): counts are added, open connections replace that worker's last ones. */
@@ -243,6 +283,9 @@ export class EdgeMetrics {
     for (const r of stats.requests) this.requests.add({ route: r.route, status: String(r.status) }, r.count);
     for (const u of stats.upstreamLatency) this.upstreamLatency.add({ upstream: u.upstream }, u.buckets, u.sumSeconds);
     this.connections.set(stats.worker, new Map(stats.openConnections.map((c) => [c.listener, c.open])));
+    this.pools.set(stats.worker, stats.upstreams);
+    for (const u of stats.upstreams) for (const a of u.aborted) this.aborts.add({ upstream: u.upstream, cause: a.cause }, a.count);
+    this.refused.add({}, stats.droppedConnections);
     this.bytesIn.add({}, stats.bytesIn);
     this.bytesOut.add({}, stats.bytesOut);
     if (stats.upstreamAnsweredAt !== null) this.lastUpstreamAnswer = Math.max(this.lastUpstreamAnswer ?? 0, stats.upstreamAnsweredAt);

@@ -4,6 +4,7 @@
  * level when writing to a terminal. A line that is not JSON passes through unchanged.
  */
 import type pino from 'pino';
+import { logSafe } from './log-safe';
 
 const COLOURS: Readonly<Record<string, string>> = {
   trace: '\x1b[90m',
@@ -18,7 +19,7 @@ const RESET = '\x1b[0m';
 const HEAD = new Set(['level', 'time', 'pid', 'msg', 'component', 'worker']);
 
 function value(v: unknown): string {
-  if (typeof v === 'string') return /^[^\s"=]+$/.test(v) ? v : JSON.stringify(v);
+  if (typeof v === 'string') return /^[^\s"=]+$/.test(v) ? logSafe(v) : logSafe(JSON.stringify(v));
   return JSON.stringify(v) ?? String(v);
 }
 

@@ -3,6 +3,7 @@
  * answered recently — as the data plane reports it, or else by a cheap probe from here
  * (`GET /_matrix/client/versions`, any HTTP status counts as an answer), cached for a few seconds.
  */
+import type { UpstreamStats } from '../plane/messages';
 import { httpRequest } from './http-request';
 
 /** The certificate served for a name, as installed. Times in ms since the epoch. */
@@ -15,7 +16,28 @@ export interface CertificateFacts {
 /** One thing that keeps the edge from being ready. */
 export type Missing =
   | { readonly check: 'certificate'; readonly name: string; readonly problem: string }
-  | { readonly check: 'upstream'; readonly upstream: string; readonly problem: string };
+  | { readonly check: 'upstream'; readonly upstream: string; readonly problem: string }
+  | { readonly check: 'pool'; readonly upstream: string; readonly problem: string };
+
+/** A request waiting this long for an upstream connection means clients are waiting: not ready. */
+export const QUEUE_READY_BOUND_MS = 2000;
+
+/**
+ * Upstream pools that make clients wait: every connection in use with requests queued behind
+ * them, or a request queued longer than `boundMs`. One line per upstream (the worst worker).
+ */
+export function poolProblems(pools: readonly UpstreamStats[], boundMs = QUEUE_READY_BOUND_MS): Missing[] {
+  const worst = new Map<string, string>();
+  for (const p of pools) {
+    if (worst.has(p.upstream)) continue;
+    if (p.oldestQueuedMs > boundMs) {
+      worst.set(p.upstream, `a request has waited ${Math.round(p.oldestQueuedMs)} ms for a free upstream connection (${p.queued} waiting, ${p.inFlight} in flight, capacity ${p.capacity})`);
+    } else if (p.queued > 0 && p.inFlight - p.queued >= p.capacity) {
+      worst.set(p.upstream, `the upstream pool is saturated: all ${p.capacity} connections in use, ${p.queued} requests waiting`);
+    }
+  }
+  return [...worst].map(([upstream, problem]) => ({ check: 'pool', upstream, problem }));
+}
 
 /** Names without a certificate valid at `now`. */
 export function certificateProblems(names: readonly string[], installed: ReadonlyMap<string, CertificateFacts>, now: number): Missing[] {

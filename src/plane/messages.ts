@@ -79,6 +79,24 @@ export interface DataPlaneStats {
   readonly bytesOut: number;
   /** When (ms epoch) the upstream last answered a forwarded request; null when it has not since the previous report. */
   readonly upstreamAnsweredAt: number | null;
+  /** Each upstream pool: gauges as they are now, aborts since the previous report. */
+  readonly upstreams: readonly UpstreamStats[];
+  /** Client connections refused since the previous report because limits.max_connections was reached. */
+  readonly droppedConnections: number;
+}
+
+/** One upstream pool of one data-plane process, as DataPlaneStats reports it. */
+export interface UpstreamStats {
+  readonly upstream: string;
+  /** Requests the pool carries at once (its connections). */
+  readonly capacity: number;
+  /** Forwarded exchanges not over yet: waiting for a connection, or using one. */
+  readonly inFlight: number;
+  /** Of those, the ones still waiting for a connection, and for how long the oldest has waited (ms). */
+  readonly queued: number;
+  readonly oldestQueuedMs: number;
+  /** Exchanges aborted since the previous report, by cause (client-gone, body-idle, send-timeout, …). */
+  readonly aborted: readonly { readonly cause: string; readonly count: number }[];
 }
 
 export type WorkerToPrimary =

@@ -20,6 +20,12 @@ describe('EdgeMetrics', () => {
       matrix_edge_requests_total: 'counter',
       matrix_edge_upstream_response_seconds: 'histogram',
       matrix_edge_open_connections: 'gauge',
+      matrix_edge_upstream_requests_in_flight: 'gauge',
+      matrix_edge_upstream_requests_queued: 'gauge',
+      matrix_edge_upstream_queue_wait_seconds: 'gauge',
+      matrix_edge_upstream_capacity: 'gauge',
+      matrix_edge_upstream_aborts_total: 'counter',
+      matrix_edge_connections_refused_total: 'counter',
       matrix_edge_received_bytes_total: 'counter',
       matrix_edge_sent_bytes_total: 'counter',
     });
@@ -28,6 +34,40 @@ describe('EdgeMetrics', () => {
     expect(types.get('nodejs_eventloop_lag_seconds')).toBe('gauge');
     expect(metric(body, 'matrix_edge_worker_restarts_total')).toBe(0);
     expect(metric(body, 'matrix_edge_received_bytes_total')).toBe(0);
+    expect(metric(body, 'matrix_edge_connections_refused_total')).toBe(0);
+  });
+
+  test('upstream pools: in flight, queued and capacity summed over workers, the longest wait, aborts by cause', async () => {
+    const m = new EdgeMetrics(() => NOW);
+    const pool = (worker: number, inFlight: number, queued: number, oldestQueuedMs: number, aborted: Array<{ cause: string; count: number }>) =>
+      m.recordDataPlaneStats({
+        worker,
+        requests: [],
+        upstreamLatency: [],
+        openConnections: [],
+        bytesIn: 0,
+        bytesOut: 0,
+        upstreamAnsweredAt: null,
+        upstreams: [{ upstream: 'homeserver', capacity: 64, inFlight, queued, oldestQueuedMs, aborted }],
+        droppedConnections: worker,
+      });
+    pool(1, 10, 2, 1500, [{ cause: 'client-gone', count: 3 }]);
+    pool(2, 5, 1, 250, [{ cause: 'client-gone', count: 1 }, { cause: 'body-idle', count: 2 }]);
+    let { body } = await m.scrape();
+    expect(metric(body, 'matrix_edge_upstream_requests_in_flight', { upstream: 'homeserver' })).toBe(15);
+    expect(metric(body, 'matrix_edge_upstream_requests_queued', { upstream: 'homeserver' })).toBe(3);
+    expect(metric(body, 'matrix_edge_upstream_queue_wait_seconds', { upstream: 'homeserver' })).toBe(1.5);
+    expect(metric(body, 'matrix_edge_upstream_capacity', { upstream: 'homeserver' })).toBe(128);
+    expect(metric(body, 'matrix_edge_upstream_aborts_total', { upstream: 'homeserver', cause: 'client-gone' })).toBe(4);
+    expect(metric(body, 'matrix_edge_upstream_aborts_total', { upstream: 'homeserver', cause: 'body-idle' })).toBe(2);
+    expect(metric(body, 'matrix_edge_connections_refused_total')).toBe(3);
+    // The next report replaces a worker's gauges; a restarted worker's are dropped.
+    pool(1, 0, 0, 0, []);
+    m.workerRestarted(2);
+    ({ body } = await m.scrape());
+    expect(metric(body, 'matrix_edge_upstream_requests_in_flight', { upstream: 'homeserver' })).toBe(0);
+    expect(metric(body, 'matrix_edge_upstream_capacity', { upstream: 'homeserver' })).toBe(64);
+    expect(metric(body, 'matrix_edge_upstream_aborts_total', { upstream: 'homeserver', cause: 'client-gone' })).toBe(4);
   });
 
   test('certificate gauges are read at scrape time', async () => {
@@ -83,6 +123,8 @@ describe('EdgeMetrics', () => {
         bytesIn: 100,
         bytesOut: 1000,
         upstreamAnsweredAt: answeredAt,
+        upstreams: [],
+        droppedConnections: 0,
       });
     report(1, 3, NOW - 5000);
     report(2, 4, null);
@@ -116,6 +158,8 @@ describe('EdgeMetrics', () => {
       bytesIn: 0,
       bytesOut: 0,
       upstreamAnsweredAt: null,
+      upstreams: [],
+      droppedConnections: 0,
     });
     const { body } = await m.scrape();
     expect(samples(body).filter((s) => s.name.startsWith('matrix_edge_upstream_response_seconds'))).toEqual([]);

@@ -13,8 +13,9 @@ export function matrixError(
   errcode: string,
   error: string,
   extra?: Record<string, string>,
+  fields?: Record<string, number | string>,
 ): { body: Buffer; headers: Record<string, string | number> } {
-  const body = Buffer.from(JSON.stringify({ errcode, error }), 'utf8');
+  const body = Buffer.from(JSON.stringify({ errcode, error, ...fields }), 'utf8');
   const headers: Record<string, string | number> = {
     ...CORS_HEADERS,
     'content-type': 'application/json',
@@ -33,8 +34,9 @@ export function sendMatrixError(
   errcode: string,
   error: string,
   extra?: Record<string, string>,
+  fields?: Record<string, number | string>,
 ): void {
-  const { body, headers } = matrixError(errcode, error, extra);
+  const { body, headers } = matrixError(errcode, error, extra, fields);
   res.writeHead(status, headers);
   if (req.method === 'HEAD') {
     res.end();
