@@ -28,6 +28,8 @@ export interface RequestOptions {
   readonly headers?: Record<string, string | string[]>;
   readonly body?: Buffer | string | Readable;
   readonly agent?: https.Agent | false;
+  /** The client's own address (any 127.x.x.x is this machine: several clients with their own addresses). */
+  readonly localAddress?: string;
 }
 
 function reply(status: number, headers: IncomingHttpHeaders, rawHeaders: string[], body: Buffer): Reply {
@@ -45,6 +47,7 @@ export function request(o: RequestOptions): Promise<Reply> {
       servername: o.servername === null ? '' : (o.servername ?? 'localhost'),
       headers: { ...o.headers, host: o.hostHeader ?? `localhost:${o.port}` },
       agent: o.agent ?? false,
+      ...(o.localAddress === undefined ? {} : { localAddress: o.localAddress }),
     };
     const req = https.request(options, (res) => {
       const chunks: Buffer[] = [];
@@ -64,8 +67,8 @@ export interface H2Options extends Omit<RequestOptions, 'hostHeader' | 'agent'> 
   readonly session?: http2.ClientHttp2Session;
 }
 
-export function connectH2(port: number, ca: string, servername = 'localhost', host = '127.0.0.1'): http2.ClientHttp2Session {
-  return http2.connect(`https://${host}:${port}`, { ca, servername });
+export function connectH2(port: number, ca: string, servername = 'localhost', host = '127.0.0.1', localAddress?: string): http2.ClientHttp2Session {
+  return http2.connect(`https://${host}:${port}`, { ca, servername, ...(localAddress === undefined ? {} : { localAddress }) });
 }
 
 export function h2request(o: H2Options): Promise<Reply> {

@@ -21,17 +21,34 @@ export type Behaviour = (req: http.IncomingMessage, res: http.ServerResponse, re
 
 /** Default: read the body, answer 200 JSON describing what arrived. */
 export const echo: Behaviour = (_req, res, record) => {
-  void record().then((r) => {
-    const body = JSON.stringify(r);
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-    res.end(body);
-  });
+  record().then(
+    (r) => {
+      const body = JSON.stringify(r);
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    },
+    // The body was cut (the edge aborted the request): nothing to answer; `cuts` has it.
+    () => undefined,
+  );
 };
+
+/** A request whose body never ended normally (the connection was reset or closed mid-body). */
+export interface Cut {
+  readonly method: string;
+  readonly target: string;
+}
 
 export interface Upstream {
   readonly url: string;
   readonly port: number;
+  /** Requests whose body ended normally (the upstream would have committed them). */
   readonly requests: Recorded[];
+  /** Requests whose body was cut: never complete from the upstream's view. */
+  readonly cuts: Cut[];
+  /** Requests that have arrived (headers read) and whose exchange is not over yet. */
+  readonly open: number;
+  /** Connections open to the stand-in now. */
+  readonly connections: number;
   behaviour: Behaviour;
   /** Resolves with the next request's record once its body has been read. */
   next(): Promise<Recorded>;
@@ -40,12 +57,21 @@ export interface Upstream {
 
 export async function startUpstream(host = '127.0.0.1'): Promise<Upstream> {
   const requests: Recorded[] = [];
+  const cuts: Cut[] = [];
   const waiters: Array<(r: Recorded) => void> = [];
   const sockets = new Set<Socket>();
+  let open = 0;
   const upstream: Upstream = {
     url: '',
     port: 0,
     requests,
+    cuts,
+    get open() {
+      return open;
+    },
+    get connections() {
+      return sockets.size;
+    },
     behaviour: echo,
     next: () => new Promise((resolve) => waiters.push(resolve)),
     close: () =>
@@ -55,6 +81,12 @@ export async function startUpstream(host = '127.0.0.1'): Promise<Upstream> {
       }),
   };
   const server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 60_000 }, (req, res) => {
+    open++;
+    res.once('close', () => open--);
+    // complete: the parser saw the whole message (whether or not the behaviour read it).
+    req.once('close', () => {
+      if (!req.complete) cuts.push({ method: req.method!, target: req.url! });
+    });
     let recorded: Promise<Recorded> | null = null;
     const record = (): Promise<Recorded> =>
       (recorded ??= new Promise((resolve, reject) => {
