@@ -17,9 +17,10 @@ import type { CertificateSource } from './control/source';
 import { WorkerPool } from './control/workers';
 import type { BoundListener } from './data/data-plane';
 import type { Logger } from './observe/log';
+import { descriptorsNeeded, descriptorWarning, openFilesLimit } from './observe/fd-limit';
 import { EdgeMetrics } from './observe/metrics';
 import type { CertificateMaterial, ControlToData, DataPlaneStats } from './plane/messages';
-import { errorMessage } from './store/fs-store';
+import { errorMessage, FileStore } from './store/fs-store';
 
 export interface RunningEdge {
   readonly listeners: readonly BoundListener[];
@@ -83,12 +84,26 @@ function workerPool(workers: number, log: Logger, metrics: EdgeMetrics): DataPla
   return pool;
 }
 
+/** The storage root exists and only this user can enter it; a looser mode is narrowed, loudly. */
+async function secureStorage(storage: string, log: Logger): Promise<void> {
+  const was = await new FileStore(storage).ensureRoot();
+  if (was !== null) {
+    log.warn(
+      { storage, mode: `0${was.toString(8)}`, now: '0700' },
+      'the storage directory could be read by other users (it holds private keys): its mode is now 0700',
+    );
+  }
+}
+
 export async function startEdge(initialPlan: Plan, log: Logger, options: EdgeOptions = {}): Promise<RunningEdge> {
   let plan = initialPlan;
   const workers = workerCount(plan);
   const clock = options.clock ?? systemClock;
   const metrics = new EdgeMetrics(() => clock.now());
   metrics.setWorkers(workers);
+  await secureStorage(plan.storage, log);
+  const fdWarning = descriptorWarning(plan, openFilesLimit());
+  if (fdWarning !== null) log.warn({ needed: descriptorsNeeded(plan) }, fdWarning);
   const data: DataPlaneHandle = workers === 1 ? inProcessDataPlane(log) : workerPool(workers, log, metrics);
   data.receive({ type: 'plan', plan });
   const certLog = log.child({ component: 'certs' });

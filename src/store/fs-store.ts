@@ -344,9 +344,17 @@ export class FileStore {
     }
   }
 
-  /** Creates the storage root (and missing parents) with mode 0700 when it is not there. */
-  async ensureRoot(): Promise<void> {
+  /**
+   * Creates the storage root (and missing parents) with mode 0700 when it is not there, and
+   * narrows an existing root that others can read or enter to 0700 (it holds private keys).
+   * Returns the mode it had when it was narrowed, else null.
+   */
+  async ensureRoot(): Promise<number | null> {
     await this.ensureDir(this.root);
+    const mode = (await fsp.stat(this.root)).mode & 0o777;
+    if ((mode & 0o077) === 0) return null;
+    await fsp.chmod(this.root, DIR_MODE);
+    return mode;
   }
 
   /** Creates `dir` (under the root) and its missing parents with mode 0700. */
