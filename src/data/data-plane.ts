@@ -82,6 +82,12 @@ function checkingInterval(l: LimitsPlan): number {
   return Math.max(250, Math.min(5000, Math.floor(l.headerTimeoutMs / 4)));
 }
 
+/** An HTTP/2 session's open streams, and the timer that closes it once none has been open for the idle timeout. */
+interface SessionIdle {
+  streams: number;
+  readonly timer: NodeJS.Timeout;
+}
+
 /** A refused-connections log line at most this often (with the count since the last). */
 const DROP_LOG_INTERVAL_MS = 10_000;
 
@@ -109,8 +115,8 @@ export class DataPlane {
   private readonly stats: TrafficStats;
   /** In-flight shares per client; kept across plans (requests in flight hold theirs). */
   private shares: ClientShares | null = null;
-  /** HTTP/2 sessions → their open streams (a session with none is idle). */
-  private readonly openStreams = new WeakMap<http2.ServerHttp2Session, number>();
+  /** HTTP/2 sessions → their open streams and idle timer. */
+  private readonly idle = new WeakMap<http2.ServerHttp2Session, SessionIdle>();
   private dropped = { count: 0, loggedAt: 0, unlogged: 0 };
   private readonly stopReclaiming: () => void;
   private closing = false;
@@ -360,25 +366,37 @@ export class DataPlane {
 
   /**
    * An HTTP/2 session: closed (GOAWAY, graceful) once it has had no open stream for the idle
-   * timeout. A stream waiting on a long poll keeps it open however quiet it is.
+   * timeout. A stream waiting on a long poll keeps it open however quiet it is: the session's one
+   * timer is restarted each time its last stream closes, and does nothing when it fires while a
+   * stream is open (Node's own session timeout fires once, on socket silence, and not again).
    */
   private onSession(session: http2.ServerHttp2Session, idleMs: number): void {
     this.sessions.add(session);
-    session.once('close', () => this.sessions.delete(session));
     if (this.closing) {
       session.close();
       return;
     }
-    session.setTimeout(idleMs, () => {
-      if ((this.openStreams.get(session) ?? 0) === 0) session.close();
+    const idle: SessionIdle = {
+      streams: 0,
+      timer: setTimeout(() => {
+        if (idle.streams === 0 && !session.closed) session.close();
+      }, idleMs),
+    };
+    idle.timer.unref();
+    this.idle.set(session, idle);
+    session.once('close', () => {
+      this.sessions.delete(session);
+      clearTimeout(idle.timer);
     });
   }
 
   private countStream(stream: http2.ServerHttp2Stream): void {
-    const session = stream.session as http2.ServerHttp2Session | undefined;
-    if (session === undefined) return;
-    this.openStreams.set(session, (this.openStreams.get(session) ?? 0) + 1);
-    stream.once('close', () => this.openStreams.set(session, (this.openStreams.get(session) ?? 1) - 1));
+    const idle = this.idle.get(stream.session as http2.ServerHttp2Session);
+    if (idle === undefined) return;
+    idle.streams++;
+    stream.once('close', () => {
+      if (--idle.streams === 0) idle.timer.refresh();
+    });
   }
 
   /** limits.max_connections was reached and a connection refused: counted, and logged at most every 10 s. */
