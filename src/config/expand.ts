@@ -304,7 +304,7 @@ function adminPlan(raw: RawConfig, warnings: PathIssue[]): ListenerPlan | null {
 
 function alertsPlan(raw: RawConfig, upstreamUrl: string, resolve: (p: string) => string, warnings: PathIssue[]): AlertsPlan | null {
   const a = raw.alerts;
-  if (a === undefined) return null;
+  if (a == null) return null;
   const format = a.format ?? DEFAULTS.alertFormat;
   if (a.access_token !== undefined) {
     warnings.push({

@@ -1201,7 +1201,7 @@ describe('limits and HSTS', () => {
       issue(2, 25, 'tls.hsts.preload', 'preload lists only accept include_subdomains: true with a max_age of at least 365d; set both, or drop preload'),
     ]);
     expect(errorsOf(yaml('server_name: example.com', 'tls: { hsts: { maxage: 1d } }'))).toEqual([
-      issue(2, 24, 'tls.hsts.maxage', "unknown key 'maxage'; allowed here: max_age, include_subdomains, preload"),
+      issue(2, 16, 'tls.hsts.maxage', "unknown key 'maxage' (did you mean 'max_age'?)"),
     ]);
     expect(errorsOf(yaml('server_name: example.com', 'tls: { hsts: yes }'))).toEqual([
       issue(2, 14, 'tls.hsts', "expected false (no HSTS) or a map like { max_age: 365d, include_subdomains: false, preload: false }; got 'yes'"),
