@@ -1,12 +1,33 @@
 /**
  * Validated raw config → Plan: defaults, derived values, pre-rendered well-known bodies and the
- * ordered route list. Pure: paths are resolved as strings against `baseDir`, nothing is read.
+ * ordered route list, one small pure function per part of the plan. Paths are resolved as strings
+ * against `baseDir`; nothing is read. The warnings come from rules.ts.
  */
 import * as path from 'node:path';
-import type { AcmeCaPlan, AcmePlan, AlertsPlan, LimitsPlan, ListenerPlan, Plan, RoutePlan, TlsPlan, WellKnownKind } from './plan';
-import { ACME_PRESETS, CHALLENGE_TYPES, DEFAULTS, checkUpstreamUrl, type HstsValue, type JsonObject, type PathIssue, type RawConfig } from './schema';
-import { formatHost, isIpLiteral, type ParsedHost } from './servername';
-import { BlockList, isIPv6 } from 'node:net';
+import type { JsonObject } from './bodies';
+import { ACME_PRESETS, DEFAULTS } from './defaults';
+import { blockedPrefixes, hostOf, httpPortOf, httpsPortsOf, issuerOf, proxiedPrefixes, sectionOf, servedNames, type Section } from './effective';
+import type {
+  AcmeCaPlan,
+  AcmePlan,
+  AlertsPlan,
+  LimitsPlan,
+  ListenerPlan,
+  LogPlan,
+  Plan,
+  RoutePlan,
+  TlsPlan,
+  UpstreamPlan,
+  WellKnownKind,
+  WellKnownPlan,
+} from './plan';
+import { configWarnings, usableChallenges, type PathIssue } from './rules';
+import type { HstsValue, RawConfig } from './sections';
+import { formatHost } from './servername';
+import { checkUpstreamUrl, type UpstreamValue } from './values';
+
+export { DEFAULT_BLOCKED_PREFIXES, DEFAULT_PROXY_PREFIXES } from './defaults';
+export { isLoopback } from './rules';
 
 export interface ExpandContext {
   /** Absolute path of the config file. */
@@ -20,81 +41,93 @@ export interface ExpandResult {
   readonly warnings: readonly PathIssue[];
 }
 
-/** Prefixes answered 404 unless the very same prefix is listed in proxy.forward_prefixes. */
-export const DEFAULT_BLOCKED_PREFIXES: readonly string[] = ['/_synapse/admin/', '/_dendrite/'];
-/** Prefixes always forwarded to the homeserver. */
-export const DEFAULT_PROXY_PREFIXES: readonly string[] = ['/_matrix/', '/_synapse/client/'];
-
 export const UPSTREAM_NAME = 'homeserver';
 
-type Section<K extends keyof RawConfig> = NonNullable<RawConfig[K]>;
+type Resolve = (p: string) => string;
 
-/** Lower-case, bracket-free form of a host: how it appears in `plan.names`. */
-function nameOf(host: ParsedHost): string {
-  return host.host.toLowerCase();
+export function expandConfig(raw: RawConfig, ctx: ExpandContext): ExpandResult {
+  const resolve: Resolve = (p) => path.resolve(ctx.baseDir, p);
+  const names = namesPlan(raw);
+  const upstream = upstreamOf(raw);
+  const proxy = sectionOf(raw, 'proxy');
+  const plan: Plan = {
+    source: ctx.source,
+    serverName: raw.server_name.text,
+    hostname: names.hostname,
+    names: names.names,
+    listen: listenPlan(raw),
+    upstreams: upstreamsPlan(raw, upstream),
+    routes: routesPlan(raw),
+    wellKnown: wellKnownPlan(raw, names.hostname),
+    tls: tlsPlan(raw, resolve),
+    acme: acmePlan(raw, resolve),
+    storage: resolve(raw.storage ?? DEFAULTS.storage),
+    limits: limitsPlan(raw),
+    hsts: hstsHeader(raw.tls?.hsts),
+    strictSniHost: raw.tls?.strict_sni_host ?? false,
+    trustedProxies: proxy.trusted_proxies ?? [],
+    drainTimeoutMs: proxy.drain_timeout ?? DEFAULTS.drainTimeoutMs,
+    log: logPlan(raw),
+    requestIdHeader: proxy.request_id_header === false ? null : (proxy.request_id_header ?? DEFAULTS.requestIdHeader).toLowerCase(),
+    workers: raw.workers === undefined || raw.workers === 'auto' ? null : raw.workers,
+    admin: adminPlan(raw),
+    alerts: alertsPlan(raw, upstream.url, resolve),
+  };
+  return { plan, warnings: configWarnings(raw) };
 }
 
-type CaSection = Partial<Pick<Section<'acme'>, 'email' | 'ca' | 'ca_roots' | 'eab' | 'profile'>>;
+// ---------------------------------------------------------------------------------------------
+// Names and listeners
 
-/** One CA entry → its plan; a fallback without an email uses the primary's. */
-function caPlan(a: CaSection, primary: AcmeCaPlan | null, resolve: (p: string) => string): AcmeCaPlan {
+/** plan.hostname keeps URL form (IPv6 in brackets); plan.names holds bare lower-case hosts. */
+function namesPlan(raw: RawConfig): { readonly hostname: string; readonly names: string[] } {
+  const host = hostOf(raw);
+  return { hostname: formatHost({ host: host.host.toLowerCase(), kind: host.kind }), names: servedNames(raw) };
+}
+
+function listenPlan(raw: RawConfig): Plan['listen'] {
+  const addresses = raw.listen?.address ?? DEFAULTS.addresses;
+  const http = httpPortOf(raw);
   return {
-    email: a.email !== undefined ? a.email : (primary?.email ?? null),
-    directory: a.ca ?? ACME_PRESETS[DEFAULTS.acmeCa]!,
-    caRoots: (a.ca_roots ?? []).map(resolve),
-    eab: a.eab === undefined ? null : { kid: a.eab.kid, hmacKey: a.eab.hmac_key },
-    profile: a.profile ?? null,
+    https: httpsPortsOf(raw).map((port) => ({ port, addresses: [...addresses] })),
+    http: http === null ? null : { port: http, addresses: [...addresses] },
   };
 }
 
-function defaultUpstream(): { url: string; dial: string } {
+/** The port clients and servers are told about: 443 when served, else the first https port. */
+function publicPortOf(raw: RawConfig): number {
+  const https = httpsPortsOf(raw);
+  return https.includes(443) ? 443 : https[0]!;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstreams, well-known, routes
+
+function upstreamOf(raw: RawConfig): UpstreamValue {
+  if (raw.upstream !== undefined) return raw.upstream;
   const parsed = checkUpstreamUrl(DEFAULTS.upstream);
   if (!parsed.ok) throw new Error(`bad built-in default upstream: ${parsed.error}`);
   return parsed.value;
 }
 
-export function expandConfig(raw: RawConfig, ctx: ExpandContext): ExpandResult {
-  const warnings: PathIssue[] = [];
-  const resolve = (p: string): string => path.resolve(ctx.baseDir, p);
+function upstreamsPlan(raw: RawConfig, upstream: UpstreamValue): UpstreamPlan[] {
+  const proxy = sectionOf(raw, 'proxy');
+  return [
+    {
+      name: UPSTREAM_NAME,
+      url: upstream.url,
+      dial: upstream.dial,
+      timeoutMs: proxy.upstream_timeout ?? DEFAULTS.upstreamTimeoutMs,
+      connectTimeoutMs: proxy.connect_timeout ?? DEFAULTS.connectTimeoutMs,
+      connections: proxy.connections ?? DEFAULTS.connections,
+      queueTimeoutMs: proxy.queue_timeout ?? DEFAULTS.queueTimeoutMs,
+    },
+  ];
+}
 
-  // Names. plan.hostname keeps URL form (IPv6 in brackets); plan.names holds bare lower-case hosts.
-  const host: ParsedHost = raw.hostname ?? { host: raw.server_name.host, kind: raw.server_name.kind };
-  const hostname = formatHost({ host: nameOf(host), kind: host.kind });
-  const names = [nameOf(host)];
-  const serverHost = raw.server_name.host.toLowerCase();
-  if (!names.includes(serverHost)) names.push(serverHost);
-
-  // Listeners.
-  const listen: Partial<Section<'listen'>> = raw.listen ?? {};
-  const httpsPorts = listen.https ?? DEFAULTS.https;
-  const addresses = listen.address ?? DEFAULTS.addresses;
-  const httpPort = listen.http === undefined ? DEFAULTS.http : listen.http;
-  const https: ListenerPlan[] = httpsPorts.map((port) => ({ port, addresses: [...addresses] }));
-  const http: ListenerPlan | null = httpPort === null ? null : { port: httpPort, addresses: [...addresses] };
-  /** The port clients and servers are told about: 443 when served, else the first https port. */
-  const publicPort = httpsPorts.includes(443) ? 443 : httpsPorts[0]!;
-
-  // Upstream.
-  const upstream = raw.upstream ?? defaultUpstream();
-  const proxy: Partial<Section<'proxy'>> = raw.proxy ?? {};
-  const maxBodyBytes = proxy.max_body_size ?? DEFAULTS.maxBodyBytes;
-
-  // Well-known.
-  const wk: Partial<Section<'well_known'>> = raw.well_known ?? {};
-  const mServer = wk.server?.text ?? `${hostname}:${publicPort}`;
-  if (wk.server !== undefined) {
-    if (wk.server.port === undefined) {
-      warnings.push({
-        path: ['well_known', 'server'],
-        message: `m.server has no port: peers will look up SRV _matrix-fed._tcp.${formatHost(wk.server)} and then use port 8448`,
-      });
-    } else if (names.includes(wk.server.host.toLowerCase()) && !httpsPorts.includes(wk.server.port)) {
-      warnings.push({
-        path: ['well_known', 'server'],
-        message: `m.server sends peers to port ${wk.server.port} of a name served here, but listen.https is [${httpsPorts.join(', ')}]`,
-      });
-    }
-  }
+function wellKnownPlan(raw: RawConfig, hostname: string): WellKnownPlan {
+  const wk = sectionOf(raw, 'well_known');
+  const publicPort = publicPortOf(raw);
   const defaultBaseUrl = `https://${hostname}${publicPort === 443 ? '' : `:${publicPort}`}`;
   const client: JsonObject = {};
   const given = wk.client ?? {};
@@ -103,41 +136,28 @@ export function expandConfig(raw: RawConfig, ctx: ExpandContext): ExpandResult {
     client[key] = key === 'm.homeserver' ? { base_url: defaultBaseUrl, ...(value as JsonObject) } : value;
   }
   const support = wk.support ?? null;
+  return {
+    server: JSON.stringify({ 'm.server': wk.server?.text ?? `${hostname}:${publicPort}` }),
+    client: JSON.stringify(client),
+    support: support === null ? null : JSON.stringify(support),
+    maxAgeSeconds: (wk.max_age ?? DEFAULTS.maxAgeMs) / 1000,
+  };
+}
 
-  // Routes: well-known, blocks, proxies, fallback. First match wins.
-  const forward = proxy.forward_prefixes ?? [];
-  const extraBlocks = proxy.block_prefixes ?? [];
-  const blocks = DEFAULT_BLOCKED_PREFIXES.filter((p) => !forward.includes(p));
-  extraBlocks.forEach((prefix, i) => {
-    if (blocks.includes(prefix)) {
-      warnings.push({ path: ['proxy', 'block_prefixes', i], message: `'${prefix}' is blocked by default; this entry changes nothing` });
-    } else blocks.push(prefix);
-  });
-  const proxied = [...DEFAULT_PROXY_PREFIXES];
-  forward.forEach((prefix, i) => {
-    const blocker = blocks.find((b) => prefix.startsWith(b));
-    if (blocker !== undefined) {
-      warnings.push({
-        path: ['proxy', 'forward_prefixes', i],
-        message: `'${prefix}' lies under the blocked prefix '${blocker}' and will never be forwarded; forward '${blocker}' itself to expose it`,
-      });
-    }
-    if (proxied.includes(prefix)) {
-      warnings.push({ path: ['proxy', 'forward_prefixes', i], message: `'${prefix}' is forwarded by default; this entry changes nothing` });
-    } else proxied.push(prefix);
-  });
-
-  const wellKnownRoute = (which: WellKnownKind): RoutePlan => ({
+/** Well-known, blocks, proxies, fallback. First match wins. */
+function routesPlan(raw: RawConfig): RoutePlan[] {
+  const maxBodyBytes = raw.proxy?.max_body_size ?? DEFAULTS.maxBodyBytes;
+  const wellKnown = (which: WellKnownKind): RoutePlan => ({
     id: `well-known:${which}`,
     hosts: null,
     match: { kind: 'exact', path: `/.well-known/matrix/${which}` },
     action: { type: 'well-known', which },
   });
-  const routes: RoutePlan[] = [
-    wellKnownRoute('server'),
-    wellKnownRoute('client'),
-    wellKnownRoute('support'),
-    ...blocks.map(
+  return [
+    wellKnown('server'),
+    wellKnown('client'),
+    wellKnown('support'),
+    ...blockedPrefixes(raw).map(
       (prefix): RoutePlan => ({
         id: `block:${prefix}`,
         hosts: null,
@@ -145,7 +165,7 @@ export function expandConfig(raw: RawConfig, ctx: ExpandContext): ExpandResult {
         action: { type: 'status', status: 404, errcode: 'M_NOT_FOUND', error: `${prefix} is not exposed on this server` },
       }),
     ),
-    ...proxied.map(
+    ...proxiedPrefixes(raw).map(
       (prefix): RoutePlan => ({
         id: `proxy:${prefix}`,
         hosts: null,
@@ -160,105 +180,63 @@ export function expandConfig(raw: RawConfig, ctx: ExpandContext): ExpandResult {
       action: { type: 'status', status: 404, errcode: 'M_UNRECOGNIZED', error: 'Unrecognized request' },
     },
   ];
-
-  // TLS and ACME.
-  const tlsRaw: Partial<Section<'tls'>> = raw.tls ?? {};
-  const issuer = tlsRaw.issuer ?? DEFAULTS.issuer;
-  let tls: TlsPlan;
-  if (issuer === 'internal') {
-    tls = { issuer, leafLifetimeSeconds: (tlsRaw.internal_lifetime ?? DEFAULTS.internalLifetimeMs) / 1000 };
-  } else if (issuer === 'files') {
-    tls = {
-      issuer,
-      files: (tlsRaw.files ?? []).map((f) => ({ cert: resolve(f.cert), key: resolve(f.key) })),
-      reloadIntervalSeconds: (tlsRaw.reload_interval ?? DEFAULTS.reloadIntervalMs) / 1000,
-    };
-  } else {
-    tls = { issuer };
-  }
-  if (tlsRaw.reload_interval !== undefined && issuer !== 'files') {
-    warnings.push({ path: ['tls', 'reload_interval'], at: 'key', message: `ignored: only used when tls.issuer is files (it is ${issuer})` });
-  }
-  if (tlsRaw.internal_lifetime !== undefined && issuer !== 'internal') {
-    warnings.push({ path: ['tls', 'internal_lifetime'], at: 'key', message: `ignored: only used when tls.issuer is internal (it is ${issuer})` });
-  }
-
-  let acme: AcmePlan | null = null;
-  if (issuer === 'acme') {
-    const a: Partial<Section<'acme'>> = raw.acme ?? {};
-    const primary = caPlan(a, null, resolve);
-    let challenges = a.challenges ?? [...CHALLENGE_TYPES];
-    if (http === null && challenges.includes('http-01')) {
-      // http-01 as the only challenge with no plain-HTTP listener is a schema error.
-      if (a.challenges !== undefined) {
-        warnings.push({ path: ['acme', 'challenges'], message: 'http-01 is skipped: listen.http is null; tls-alpn-01 alone is used' });
-      }
-      challenges = challenges.filter((c) => c !== 'http-01');
-    }
-    acme = {
-      ...primary,
-      challenges,
-      keyType: a.key_type ?? DEFAULTS.keyType,
-      fallbacks: (a.fallback ?? []).map((f) => caPlan(f, primary, resolve)),
-    };
-    const local = names.filter((n) => n === 'localhost' || n.endsWith('.localhost') || isIpLiteral(n));
-    if (local.length > 0) {
-      warnings.push({
-        path: raw.hostname !== undefined ? ['hostname'] : ['server_name'],
-        message: `public ACME CAs do not issue certificates for ${local.join(', ')}; use tls.issuer: internal for local development`,
-      });
-    }
-  } else if (raw.acme !== undefined) {
-    warnings.push({ path: ['acme'], at: 'key', message: `ignored: the acme section is only used when tls.issuer is acme (it is ${issuer})` });
-  }
-
-  const admin = adminPlan(raw, warnings);
-  const alerts = alertsPlan(raw, upstream.url, resolve, warnings);
-
-  const plan: Plan = {
-    source: ctx.source,
-    serverName: raw.server_name.text,
-    hostname,
-    names,
-    listen: { https, http },
-    upstreams: [
-      {
-        name: UPSTREAM_NAME,
-        url: upstream.url,
-        dial: upstream.dial,
-        timeoutMs: proxy.upstream_timeout ?? DEFAULTS.upstreamTimeoutMs,
-        connectTimeoutMs: proxy.connect_timeout ?? DEFAULTS.connectTimeoutMs,
-        connections: proxy.connections ?? DEFAULTS.connections,
-        queueTimeoutMs: proxy.queue_timeout ?? DEFAULTS.queueTimeoutMs,
-      },
-    ],
-    routes,
-    wellKnown: {
-      server: JSON.stringify({ 'm.server': mServer }),
-      client: JSON.stringify(client),
-      support: support === null ? null : JSON.stringify(support),
-      maxAgeSeconds: (wk.max_age ?? DEFAULTS.maxAgeMs) / 1000,
-    },
-    tls,
-    acme,
-    storage: resolve(raw.storage ?? DEFAULTS.storage),
-    limits: limitsPlan(raw),
-    hsts: hstsValue(tlsRaw.hsts),
-    strictSniHost: tlsRaw.strict_sni_host ?? false,
-    trustedProxies: proxy.trusted_proxies ?? [],
-    drainTimeoutMs: proxy.drain_timeout ?? DEFAULTS.drainTimeoutMs,
-    log: { level: raw.log?.level ?? DEFAULTS.logLevel, format: raw.log?.format ?? 'json', levels: raw.log?.levels ?? {} },
-    requestIdHeader: proxy.request_id_header === false ? null : (proxy.request_id_header ?? DEFAULTS.requestIdHeader).toLowerCase(),
-    workers: raw.workers === undefined || raw.workers === 'auto' ? null : raw.workers,
-    admin,
-    alerts,
-  };
-  return { plan, warnings };
 }
 
+// ---------------------------------------------------------------------------------------------
+// TLS and ACME
+
+function tlsPlan(raw: RawConfig, resolve: Resolve): TlsPlan {
+  const tls = sectionOf(raw, 'tls');
+  const issuer = issuerOf(raw);
+  if (issuer === 'internal') return { issuer, leafLifetimeSeconds: (tls.internal_lifetime ?? DEFAULTS.internalLifetimeMs) / 1000 };
+  if (issuer === 'files') {
+    return {
+      issuer,
+      files: (tls.files ?? []).map((f) => ({ cert: resolve(f.cert), key: resolve(f.key) })),
+      reloadIntervalSeconds: (tls.reload_interval ?? DEFAULTS.reloadIntervalMs) / 1000,
+    };
+  }
+  return { issuer };
+}
+
+type CaSection = Partial<Pick<NonNullable<Section<'acme'>['fallback']>[number], 'email' | 'ca' | 'ca_roots' | 'eab' | 'profile'>>;
+
+/** One CA entry → its plan; a fallback without an email uses the primary's. */
+function caPlan(a: CaSection, primary: AcmeCaPlan | null, resolve: Resolve): AcmeCaPlan {
+  return {
+    email: a.email !== undefined ? a.email : (primary?.email ?? null),
+    directory: a.ca ?? ACME_PRESETS[DEFAULTS.acmeCa]!,
+    caRoots: (a.ca_roots ?? []).map(resolve),
+    eab: a.eab === undefined ? null : { kid: a.eab.kid, hmacKey: a.eab.hmac_key },
+    profile: a.profile ?? null,
+  };
+}
+
+function acmePlan(raw: RawConfig, resolve: Resolve): AcmePlan | null {
+  if (issuerOf(raw) !== 'acme') return null;
+  const acme = sectionOf(raw, 'acme');
+  const primary = caPlan(acme, null, resolve);
+  return {
+    ...primary,
+    challenges: usableChallenges(raw).usable,
+    keyType: acme.key_type ?? DEFAULTS.keyType,
+    fallbacks: (acme.fallback ?? []).map((f) => caPlan(f, primary, resolve)),
+  };
+}
+
+/** The Strict-Transport-Security header value (absent: the defaults; null: none). */
+function hstsHeader(h: HstsValue | null | undefined): string | null {
+  if (h === null) return null;
+  const v = h ?? { maxAgeSeconds: DEFAULTS.hstsMaxAgeMs / 1000, includeSubdomains: false, preload: false };
+  return `max-age=${v.maxAgeSeconds}${v.includeSubdomains ? '; includeSubDomains' : ''}${v.preload ? '; preload' : ''}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limits and operations
+
 function limitsPlan(raw: RawConfig): LimitsPlan {
-  const l: Partial<Section<'limits'>> = raw.limits ?? {};
-  const p: Partial<Section<'proxy'>> = raw.proxy ?? {};
+  const l = sectionOf(raw, 'limits');
+  const p = sectionOf(raw, 'proxy');
   return {
     handshakeTimeoutMs: l.handshake_timeout ?? DEFAULTS.handshakeTimeoutMs,
     headerTimeoutMs: l.header_timeout ?? DEFAULTS.headerTimeoutMs,
@@ -273,45 +251,20 @@ function limitsPlan(raw: RawConfig): LimitsPlan {
   };
 }
 
-/** The Strict-Transport-Security header value (absent: the defaults; null: none). */
-function hstsValue(h: HstsValue | null | undefined): string | null {
-  if (h === null) return null;
-  const v = h ?? { maxAgeSeconds: DEFAULTS.hstsMaxAgeMs / 1000, includeSubdomains: false, preload: false };
-  return `max-age=${v.maxAgeSeconds}${v.includeSubdomains ? '; includeSubDomains' : ''}${v.preload ? '; preload' : ''}`;
+function logPlan(raw: RawConfig): LogPlan {
+  const log = sectionOf(raw, 'log');
+  return { level: log.level ?? DEFAULTS.logLevel, format: log.format ?? 'json', levels: log.levels ?? {} };
 }
 
-const LOOPBACK = new BlockList();
-LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
-LOOPBACK.addAddress('::1', 'ipv6');
-LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
-
-/** 127.0.0.0/8, ::1 and the IPv4-mapped 127.x addresses. */
-export function isLoopback(address: string): boolean {
-  return LOOPBACK.check(address, isIPv6(address) ? 'ipv6' : 'ipv4');
-}
-
-function adminPlan(raw: RawConfig, warnings: PathIssue[]): ListenerPlan | null {
+function adminPlan(raw: RawConfig): ListenerPlan | null {
   const listen = raw.admin?.listen === undefined ? DEFAULTS.admin : raw.admin.listen;
-  if (listen === null) return null;
-  if (!isLoopback(listen.host)) {
-    warnings.push({
-      path: ['admin', 'listen'],
-      message: `${listen.host} is not a loopback address: /metrics, /healthz and /readyz are public to anyone who can reach port ${listen.port}; bind 127.0.0.1 or firewall the port`,
-    });
-  }
-  return { port: listen.port, addresses: [listen.host] };
+  return listen === null ? null : { port: listen.port, addresses: [listen.host] };
 }
 
-function alertsPlan(raw: RawConfig, upstreamUrl: string, resolve: (p: string) => string, warnings: PathIssue[]): AlertsPlan | null {
+function alertsPlan(raw: RawConfig, upstreamUrl: string, resolve: Resolve): AlertsPlan | null {
   const a = raw.alerts;
   if (a == null) return null;
   const format = a.format ?? DEFAULTS.alertFormat;
-  if (a.access_token !== undefined) {
-    warnings.push({
-      path: ['alerts', 'access_token'],
-      message: 'the access token is written in the config; prefer access_token_file (a file only this service can read) so the secret stays out of the YAML',
-    });
-  }
   return {
     target:
       format === 'generic'
