@@ -6,7 +6,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { ACME_PRESETS, DEFAULTS, type AdminListenValue } from './defaults';
-import { by, failureOf, filePath, isHttpUrl, listOf, parsedBy, portNumber, type Says } from './leaves';
+import { by, checkPath, failureOf, filePath, isHttpUrl, listOf, parsedBy, portNumber, type Says } from './leaves';
 import { parseHostname, parseServerName, type ParsedHost, type ParsedServerName } from './servername';
 import { show, type Parsed } from './units';
 
@@ -181,8 +181,20 @@ export const pemPaths = listOf({ what: 'PEM file paths', item: filePath('a PEM f
 // ---------------------------------------------------------------------------------------------
 // Storage, admin listener, header names
 
-/** `storage`: the directory of certificates, keys, accounts and locks. */
-export const storage = filePath('the storage directory');
+/** A URL where a directory is expected: `redis://...` would otherwise be a directory named `redis:`. */
+const URL_SHAPED = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//;
+
+function storageSays(v: unknown): string {
+  if (typeof v === 'string' && URL_SHAPED.test(v)) {
+    const scheme = v.slice(0, v.indexOf(':')).toLowerCase();
+    const what = scheme === 'redis' || scheme === 'rediss' ? 'Redis storage is not supported yet' : `'${scheme}://' storage is not supported`;
+    return `${what}; expected a filesystem path for the storage directory, like ./certs or /var/lib/matrix-edge; got ${show(v)}`;
+  }
+  return failureOf(checkPath(v, 'the storage directory'), `invalid path ${show(v)}`);
+}
+
+/** `storage`: a directory path (not blank, no NUL) that is not URL-shaped, until URL-shaped storage means something. */
+export const storage = z.string(by(storageSays)).regex(/^(?![A-Za-z][A-Za-z0-9+.-]*:\/\/)[^\0]*[^\0\s][^\0]*$/, by(storageSays));
 
 const ADMIN_LISTEN_HELP = 'an address and port like 127.0.0.1:9090 or [::1]:9090 (or just a port, on 127.0.0.1)';
 const ADMIN_LISTEN_PATTERN = /^\s*(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})\s*$/;

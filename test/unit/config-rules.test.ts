@@ -13,6 +13,26 @@ function planOf(...lines: string[]): { plan: Plan; warnings: readonly ConfigIssu
   return { plan: result.plan, warnings: result.warnings };
 }
 
+describe('storage', () => {
+  test.each([
+    ['redis://localhost:6379', 'Redis storage is not supported yet'],
+    ['rediss://cache.example:6380/0', 'Redis storage is not supported yet'],
+    ['s3://bucket/certs', "'s3://' storage is not supported"],
+  ])('%s is an error, not a directory named after the scheme', (url, what) => {
+    expect(load('server_name: example.com', `storage: "${url}"`)).toEqual({
+      ok: false,
+      errors: [issue(2, 10, 'storage', `${what}; expected a filesystem path for the storage directory, like ./certs or /var/lib/matrix-edge; got '${url}'`)],
+      warnings: [],
+    });
+  });
+
+  test('paths stay paths, relative or absolute, even one named redis', () => {
+    expect(planOf('server_name: example.com', 'storage: redis').plan.storage).toBe('/srv/edge/redis');
+    expect(planOf('server_name: example.com', 'storage: ./data/redis:6379').plan.storage).toBe('/srv/edge/data/redis:6379');
+    expect(planOf('server_name: example.com', 'storage: /var/lib/matrix-edge').plan.storage).toBe('/var/lib/matrix-edge');
+  });
+});
+
 describe('rules', () => {
   test('each rule states its severity and the keys it relates, all of them real keys', () => {
     expect(ERRORS.map((r) => r.severity)).toEqual(ERRORS.map(() => 'error'));
