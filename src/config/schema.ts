@@ -4,7 +4,8 @@
  *
  * Layout: defaults.ts (vocabulary and defaults), leaves.ts (generic leaf types), values.ts and
  * bodies.ts (specific values), sections.ts (the maps and the document), rules.ts (every rule that
- * relates keys, with its severity), issues.ts (zod issues → sentences at key paths).
+ * relates keys, with its severity), issues.ts (zod issues → sentences at key paths),
+ * json-schema.ts (the JSON Schema editors use).
  */
 import { isMap } from './leaves';
 import { toPathIssues } from './issues';
