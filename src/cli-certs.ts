@@ -10,7 +10,8 @@ import { ManagedSource, type AttemptResult, type NameStatus } from './control/ma
 import { describeRenewal } from './control/renewal';
 import { startEdge } from './edge';
 import { createPlanLogger } from './observe/log';
-import { FileStore, errorMessage, type StoredCertificate } from './store/fs-store';
+import { errorMessage } from './errors';
+import { FileStore, type StoredCertificate } from './store/fs-store';
 
 /** A reload may start a certificate source (a new name's first certificate from the local CA). */
 const RELOAD_TIMEOUT_MS = 60_000;

@@ -20,7 +20,8 @@ import type { Logger } from './observe/log';
 import { descriptorsNeeded, descriptorWarning, openFilesLimit } from './observe/fd-limit';
 import { EdgeMetrics } from './observe/metrics';
 import type { CertificateMaterial, ControlToData, DataPlaneStats } from './plane/messages';
-import { errorMessage, FileStore } from './store/fs-store';
+import { errorMessage } from './errors';
+import { FileStore } from './store/fs-store';
 
 export interface RunningEdge {
   readonly listeners: readonly BoundListener[];

@@ -11,7 +11,8 @@ import { promises as fsp } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Logger } from '../observe/log';
-import { FileStore, errorMessage } from '../store/fs-store';
+import { errorMessage } from '../errors';
+import { FileStore } from '../store/fs-store';
 import type { AttemptResult, NameStatus } from './managed-source';
 
 export type ControlRequest =

@@ -10,7 +10,9 @@ import { isIP } from 'node:net';
 import type { FilesCertificate } from '../config/plan';
 import type { Logger } from '../observe/log';
 import type { CertificateMaterial } from '../plane/messages';
-import { checkKeyMatches, errorMessage, parseCertificateChain, parsePrivateKey } from '../store/fs-store';
+import { errorMessage } from '../errors';
+import { parseCertificateChain, parsePrivateKey } from '../pki/pem';
+import { checkKeyMatches } from '../pki/x509';
 import { systemClock, type Clock, type Timer } from './clock';
 import type { CertificateSource } from './source';
 

@@ -20,15 +20,10 @@ import { isIP } from 'node:net';
 import type { Logger } from '../observe/log';
 import type { IssueErrorType } from '../observe/metrics';
 import type { CertificateMaterial } from '../plane/messages';
-import {
-  checkKeyMatches,
-  errorMessage,
-  parseCertificateChain,
-  parsePrivateKey,
-  type CertificateMeta,
-  type FileStore,
-  type StoredCertificate,
-} from '../store/fs-store';
+import { errorMessage } from '../errors';
+import { parseCertificateChain, parsePrivateKey } from '../pki/pem';
+import { checkKeyMatches } from '../pki/x509';
+import type { CertificateMeta, FileStore, StoredCertificate } from '../store/fs-store';
 import { StorageLocks, lockKeyForName, type HeldLock } from '../store/lock';
 import { chooseRenewalTime, type RenewalWindow } from './ari';
 import { systemClock, type Clock, type Timer } from './clock';

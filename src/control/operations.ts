@@ -12,7 +12,7 @@ import type { Logger } from '../observe/log';
 import type { EdgeMetrics } from '../observe/metrics';
 import { certificateProblems, poolProblems, UpstreamProbe, type CertificateFacts, type Missing, type UpstreamProbeOptions } from '../observe/readiness';
 import type { CertificateMaterial, DataPlaneStats } from '../plane/messages';
-import { errorMessage } from '../store/fs-store';
+import { errorMessage } from '../errors';
 import type { Clock } from './clock';
 import { ManagedSource, type ManagedSourceEvent } from './managed-source';
 import type { CertificateSource } from './source';

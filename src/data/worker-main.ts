@@ -10,7 +10,7 @@
 import cluster from 'node:cluster';
 import { createLogger, createPlanLogger, type Logger } from '../observe/log';
 import type { PrimaryToWorker, WorkerToPrimary } from '../plane/messages';
-import { errorMessage } from '../store/fs-store';
+import { errorMessage } from '../errors';
 import { DataPlane } from './data-plane';
 
 const WORKER = cluster.worker?.id ?? 0;

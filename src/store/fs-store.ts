@@ -11,10 +11,13 @@
  * directory, fsync, rename over the target, fsync the directory), and every read of a certificate
  * checks that the key matches the leaf before anyone serves it.
  */
-import { X509Certificate, createPrivateKey, randomBytes, type KeyObject } from 'node:crypto';
+import { randomBytes, type KeyObject, type X509Certificate } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { isIP } from 'node:net';
 import * as path from 'node:path';
+import { errorMessage } from '../errors';
+import { parseCertificateChain, parsePrivateKey } from '../pki/pem';
+import { checkKeyMatches } from '../pki/x509';
 
 export const DIR_MODE = 0o700;
 export const SECRET_MODE = 0o600;
@@ -107,60 +110,6 @@ function validateRel(rel: string): string[] {
     );
   }
   return segments;
-}
-
-const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
-
-/**
- * Parses every PEM CERTIFICATE block of `pem`, leaf first. `label` names the source in errors
- * (usually a file path).
- */
-export function parseCertificateChain(pem: string, label: string): X509Certificate[] {
-  if (pem.trim().length === 0) throw new Error(`${label} is empty`);
-  const blocks = pem.match(PEM_CERT);
-  if (blocks === null) throw new Error(`${label} contains no PEM certificate (-----BEGIN CERTIFICATE-----)`);
-  return blocks.map((block, i) => {
-    try {
-      return new X509Certificate(block);
-    } catch (err) {
-      throw new Error(`${label}: certificate #${i + 1} cannot be parsed: ${errorMessage(err)}`);
-    }
-  });
-}
-
-/** Parses a PEM private key (PKCS#8, SEC1 or PKCS#1). `label` names the source in errors. */
-export function parsePrivateKey(pem: string, label: string): KeyObject {
-  if (pem.trim().length === 0) throw new Error(`${label} is empty`);
-  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem)) {
-    throw new Error(`${label} contains no PEM private key (-----BEGIN PRIVATE KEY-----)`);
-  }
-  try {
-    return createPrivateKey(pem);
-  } catch (err) {
-    throw new Error(`${label}: private key cannot be parsed: ${errorMessage(err)}`);
-  }
-}
-
-/** Throws an Error naming both sources unless `key` belongs to `leaf`. */
-export function checkKeyMatches(leaf: X509Certificate, key: KeyObject, certLabel: string, keyLabel: string): void {
-  let matches: boolean;
-  try {
-    matches = leaf.checkPrivateKey(key);
-  } catch {
-    matches = false;
-  }
-  if (!matches) {
-    throw new Error(`the private key in ${keyLabel} does not match the certificate in ${certLabel}`);
-  }
-}
-
-/** The message of an Error (from any realm), without Node's trailing ", open '<path>'" detail. */
-export function errorMessage(err: unknown): string {
-  const message =
-    err !== null && typeof err === 'object' && typeof (err as { message?: unknown }).message === 'string'
-      ? (err as { message: string }).message
-      : String(err);
-  return message.replace(/, (open|stat|lstat|scandir) '[^']*'$/, '');
 }
 
 function isNotFound(err: unknown): boolean {

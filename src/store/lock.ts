@@ -46,7 +46,8 @@ import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DIR_MODE, SECRET_MODE, errorMessage, storageKey } from './fs-store';
+import { errorMessage } from '../errors';
+import { DIR_MODE, SECRET_MODE, storageKey } from './fs-store';
 
 export interface LockOptions {
   /** A lock whose file was not refreshed for this long is stale and may be taken over. Default 30_000. */

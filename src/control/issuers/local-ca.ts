@@ -19,7 +19,9 @@ import { isIP } from 'node:net';
 import { promisify } from 'node:util';
 import type { Logger } from '../../observe/log';
 import { systemClock, type Clock } from '../clock';
-import { checkKeyMatches, parseCertificateChain, parsePrivateKey, type FileStore } from '../../store/fs-store';
+import { parseCertificateChain, parsePrivateKey } from '../../pki/pem';
+import { checkKeyMatches } from '../../pki/x509';
+import type { FileStore } from '../../store/fs-store';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 
