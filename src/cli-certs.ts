@@ -5,13 +5,14 @@
  */
 import type { Plan } from './config/plan';
 import { askEdge, type ControlAnswer } from './control/control-socket';
-import { acmeIssuerId } from './control/issuers/acme';
 import { ManagedSource, type AttemptResult, type NameStatus } from './control/managed-source';
 import { describeRenewal } from './control/renewal';
 import { startEdge } from './edge';
 import { createPlanLogger } from './observe/log';
 import { errorMessage } from './errors';
-import { FileStore, type StoredCertificate } from './store/fs-store';
+import { CertificateStore, type StoredCertificate } from './store/certificate-store';
+import { FileStorage } from './store/file-storage';
+import { acmeIssuerId } from './store/keys';
 
 /** A reload may start a certificate source (a new name's first certificate from the local CA). */
 const RELOAD_TIMEOUT_MS = 60_000;
@@ -33,7 +34,7 @@ export function issuerIds(plan: Plan): string[] {
 
 /** The per-name status as the storage records it (no edge running). */
 async function statusFromStorage(plan: Plan): Promise<NameStatus[]> {
-  const store = new FileStore(plan.storage);
+  const store = new CertificateStore(new FileStorage(plan.storage));
   const ids = issuerIds(plan);
   const now = Date.now();
   const out: NameStatus[] = [];

@@ -21,7 +21,9 @@ import { descriptorsNeeded, descriptorWarning, openFilesLimit } from './observe/
 import { EdgeMetrics } from './observe/metrics';
 import type { CertificateMaterial, ControlToData, DataPlaneStats } from './plane/messages';
 import { errorMessage } from './errors';
-import { FileStore } from './store/fs-store';
+import { FileStorage } from './store/file-storage';
+import { securePrivateRoot } from './store/private-dir';
+import type { Storage } from './store/storage';
 
 export interface RunningEdge {
   readonly listeners: readonly BoundListener[];
@@ -65,6 +67,11 @@ export interface EdgeOptions {
   readonly controlSocket?: boolean;
   /** Alert and readiness-probe timing (tests shorten them). */
   readonly operations?: OperationsOptions;
+  /**
+   * Where certificates, ACME accounts and locks are kept (default: files in plan.storage). The
+   * control socket stays a file in plan.storage whatever this is: it is a local thing.
+   */
+  readonly storage?: Storage;
 }
 
 /** How many data-plane processes the plan asks for (`workers: auto` → one per CPU). */
@@ -85,9 +92,9 @@ function workerPool(workers: number, log: Logger, metrics: EdgeMetrics): DataPla
   return pool;
 }
 
-/** The storage root exists and only this user can enter it; a looser mode is narrowed, loudly. */
+/** The storage directory exists and only this user can enter it; a looser mode is narrowed, loudly. */
 async function secureStorage(storage: string, log: Logger): Promise<void> {
-  const was = await new FileStore(storage).ensureRoot();
+  const was = await securePrivateRoot(storage);
   if (was !== null) {
     log.warn(
       { storage, mode: `0${was.toString(8)}`, now: '0700' },
@@ -108,8 +115,10 @@ export async function startEdge(initialPlan: Plan, log: Logger, options: EdgeOpt
   const data: DataPlaneHandle = workers === 1 ? inProcessDataPlane(log) : workerPool(workers, log, metrics);
   data.receive({ type: 'plan', plan });
   const certLog = log.child({ component: 'certs' });
+  // Read once: the storage is a restart-only setting.
+  const storage = options.storage ?? new FileStorage(plan.storage);
   const newSource = (p: Plan): Promise<CertificateSourceSetup> =>
-    createCertificateSource(p, certLog, clock, (message) => data.receive(message), options.timing);
+    createCertificateSource(p, certLog, clock, (message) => data.receive(message), options.timing, storage);
   let setup: CertificateSourceSetup;
   try {
     setup = await newSource(plan);

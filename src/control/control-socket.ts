@@ -12,7 +12,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Logger } from '../observe/log';
 import { errorMessage } from '../errors';
-import { FileStore } from '../store/fs-store';
+import { securePrivateRoot } from '../store/private-dir';
 import type { AttemptResult, NameStatus } from './managed-source';
 
 export type ControlRequest =
@@ -71,7 +71,7 @@ export class ControlSocket {
     let failure: unknown = null;
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
-        await new FileStore(storage).ensureRoot();
+        await securePrivateRoot(storage);
         await fsp.rm(file, { force: true });
         await new Promise<void>((resolve, reject) => {
           server.once('error', reject);

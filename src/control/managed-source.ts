@@ -15,7 +15,6 @@
  *   picked up without a restart.
  */
 import type { X509Certificate } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
 import { isIP } from 'node:net';
 import type { Logger } from '../observe/log';
 import type { IssueErrorType } from '../observe/metrics';
@@ -23,8 +22,9 @@ import type { CertificateMaterial } from '../plane/messages';
 import { errorMessage } from '../errors';
 import { parseCertificateChain, parsePrivateKey } from '../pki/pem';
 import { checkKeyMatches } from '../pki/x509';
-import type { CertificateMeta, FileStore, StoredCertificate } from '../store/fs-store';
-import { StorageLocks, lockKeyForName, type HeldLock } from '../store/lock';
+import type { CertificateMeta, CertificateStore, StoredCertificate } from '../store/certificate-store';
+import { issueLockKey } from '../store/keys';
+import type { HeldLock, Locker } from '../store/storage';
 import { chooseRenewalTime, type RenewalWindow } from './ari';
 import { systemClock, type Clock, type Timer } from './clock';
 import { describeRenewal, expiryWarning, retryDelay, RETRY_BASE_MS } from './renewal';
@@ -66,7 +66,7 @@ export type ManagedSourceListener = (event: ManagedSourceEvent) => void;
 export interface ManagedSourceOptions {
   /** Names to keep a certificate for (one certificate each), e.g. plan.names. */
   readonly names: readonly string[];
-  readonly store: FileStore;
+  readonly store: CertificateStore;
   /** The issuers, primary first, then fallbacks in order. */
   readonly issuers: readonly Issuer[];
   readonly log: Logger;
@@ -75,8 +75,8 @@ export interface ManagedSourceOptions {
   readonly random?: () => number;
   /** Resolve start() once stored certificates are installed; obtain missing ones afterwards. */
   readonly background?: boolean;
-  /** Storage locks (default: on the store's root). */
-  readonly locks?: StorageLocks;
+  /** Storage locks (default: the store's storage). */
+  readonly locks?: Locker;
   /** How often the store is checked for certificates stored by another process, ms (0: never). Default 10 s. */
   readonly storePollMs?: number;
   /** First retry delay after a failure, ms (default 60 s; doubles up to 6 h). */
@@ -149,13 +149,13 @@ const ARI_RETRY_ON_ERROR_MS = 60 * 60 * 1000;
 export class ManagedSource implements CertificateSource {
   readonly id: string;
   private readonly names: readonly string[];
-  private readonly store: FileStore;
+  private readonly store: CertificateStore;
   private readonly issuers: readonly Issuer[];
   private readonly log: Logger;
   private readonly clock: Clock;
   private readonly random: () => number;
   private readonly background: boolean;
-  private readonly locks: StorageLocks;
+  private readonly locks: Locker;
   private readonly storePollMs: number;
   private readonly retryBaseMs: number;
   private readonly states = new Map<string, NameState>();
@@ -176,7 +176,7 @@ export class ManagedSource implements CertificateSource {
     this.clock = options.clock ?? systemClock;
     this.random = options.random ?? Math.random;
     this.background = options.background ?? false;
-    this.locks = options.locks ?? new StorageLocks(this.store.root);
+    this.locks = options.locks ?? this.store.storage;
     this.storePollMs = options.storePollMs ?? 10_000;
     this.retryBaseMs = options.retryBaseMs ?? RETRY_BASE_MS;
     for (const issuer of this.issuers) {
@@ -306,7 +306,7 @@ export class ManagedSource implements CertificateSource {
       let stored: StoredCertificate | null = null;
       try {
         stored = await this.store.loadCertificate(issuer.id, state.name);
-        state.seen.set(issuer.id, await this.certMtime(issuer.id, state.name));
+        state.seen.set(issuer.id, await this.store.modified(issuer.id, state.name));
       } catch (err) {
         this.log.error(
           { name: state.name, issuer: issuer.id, err: errorMessage(err) },
@@ -330,14 +330,6 @@ export class ManagedSource implements CertificateSource {
     return true;
   }
 
-  private async certMtime(issuerId: string, name: string): Promise<number> {
-    try {
-      return (await fsp.stat(this.store.resolve(this.store.certificatePaths(issuerId, name).cert))).mtimeMs;
-    } catch {
-      return 0;
-    }
-  }
-
   /** Picks up certificates another process stored (cheap: one stat per issuer and name). */
   private schedulePoll(): void {
     if (this.storePollMs <= 0 || this.stopped) return;
@@ -352,7 +344,7 @@ export class ManagedSource implements CertificateSource {
       if (state.inflight !== null) continue;
       let changed = false;
       for (const issuer of this.issuers) {
-        const mtime = await this.certMtime(issuer.id, state.name);
+        const mtime = await this.store.modified(issuer.id, state.name);
         if (mtime !== 0 && mtime !== (state.seen.get(issuer.id) ?? 0)) changed = true;
       }
       if (!changed) continue;
@@ -388,7 +380,8 @@ export class ManagedSource implements CertificateSource {
     if (this.stopped) return { name, ok: false, serial: null, outcome: 'failed', error: 'stopped' };
     let lock: HeldLock;
     try {
-      lock = await this.locks.acquire(lockKeyForName(this.id, name), `certificate for ${name}`, {
+      lock = await this.locks.lock(issueLockKey(this.id, name), {
+        purpose: `certificate for ${name}`,
         onWait: (holder) =>
           this.log.info(
             { name, holder: holder === null ? null : { pid: holder.pid, host: holder.host, since: holder.created } },
@@ -424,7 +417,7 @@ export class ManagedSource implements CertificateSource {
           if (!(await lock.stillHeld())) {
             this.log.warn({ name }, 'the storage lock was taken over while this certificate was being obtained (this process looked hung); storing it anyway');
           }
-          await this.save(state, issuer.id, leaf, certPem, keyPem, attemptAt);
+          await this.save(state, issuer.id, leaf, certPem, keyPem, attemptAt, lock);
           if (this.stopped) return { name, ok: true, serial: leaf.serialNumber, outcome: 'renewed', error: null };
           const recovered = state.failures > 0 ? (state.current === null ? 'certificate obtained after earlier failures' : 'certificate renewal recovered') : null;
           state.failures = 0;
@@ -494,7 +487,7 @@ export class ManagedSource implements CertificateSource {
     return { name, ok: false, serial: current?.serial ?? null, outcome: 'failed', error: state.lastError };
   }
 
-  private async save(state: NameState, issuerId: string, leaf: X509Certificate, certPem: string, keyPem: string, attemptAt: string): Promise<void> {
+  private async save(state: NameState, issuerId: string, leaf: X509Certificate, certPem: string, keyPem: string, attemptAt: string, lock: HeldLock): Promise<void> {
     const meta: CertificateMeta = {
       names: [state.name],
       issuer: issuerId,
@@ -504,12 +497,12 @@ export class ManagedSource implements CertificateSource {
       lastAttempt: attemptAt,
     };
     try {
-      await this.store.saveCertificate(issuerId, state.name, { certPem, keyPem, meta });
-      state.seen.set(issuerId, await this.certMtime(issuerId, state.name));
+      await this.store.saveCertificate(issuerId, state.name, { certPem, keyPem, meta }, lock);
+      state.seen.set(issuerId, await this.store.modified(issuerId, state.name));
     } catch (err) {
       // The certificate is good: serve it; it is issued again after the next restart.
       this.log.error(
-        { name: state.name, issuer: issuerId, err: errorMessage(err), storage: this.store.root },
+        { name: state.name, issuer: issuerId, err: errorMessage(err), storage: this.store.storage.describe() },
         'could not store the new certificate; serving it from memory',
       );
     }

@@ -5,7 +5,9 @@
 import type { Plan } from '../config/plan';
 import type { Logger } from '../observe/log';
 import type { ControlToData, Send } from '../plane/messages';
-import { FileStore } from '../store/fs-store';
+import { CertificateStore } from '../store/certificate-store';
+import { FileStorage } from '../store/file-storage';
+import type { Storage } from '../store/storage';
 import { systemClock, type Clock } from './clock';
 import { FilesSource } from './files-source';
 import { AcmeIssuer } from './issuers/acme';
@@ -28,6 +30,7 @@ export interface CertificateSourceSetup {
 
 /**
  * @param send where challenge answers (ACME) go: the data plane. Required for `tls.issuer: acme`.
+ * @param storage where certificates, accounts and locks are kept (default: files in plan.storage).
  */
 export async function createCertificateSource(
   plan: Plan,
@@ -35,12 +38,13 @@ export async function createCertificateSource(
   clock: Clock = systemClock,
   send?: Send<ControlToData>,
   timing: CertificateTiming = {},
+  storage: Storage = new FileStorage(plan.storage),
 ): Promise<CertificateSourceSetup> {
   const tls = plan.tls;
   switch (tls.issuer) {
     case 'internal': {
-      const store = new FileStore(plan.storage);
-      const ca = await LocalCa.open(store, log.child({ issuer: 'local' }), clock);
+      const store = new CertificateStore(storage);
+      const ca = await LocalCa.open(storage, log.child({ issuer: 'local' }), clock);
       const lifetimeMs = tls.leafLifetimeSeconds * 1000;
       const source = new ManagedSource({
         ...timing,
@@ -73,7 +77,7 @@ export async function createCertificateSource(
       const acme = plan.acme;
       if (acme === null) throw new Error('tls.issuer is acme but the plan has no acme section');
       if (send === undefined) throw new Error('tls.issuer acme needs a channel to the data plane for challenge answers');
-      const store = new FileStore(plan.storage);
+      const store = new CertificateStore(storage);
       const issuers: AcmeIssuer[] = [];
       for (const ca of [acme, ...acme.fallbacks]) {
         const issuer = await AcmeIssuer.create({
@@ -84,7 +88,7 @@ export async function createCertificateSource(
           profile: ca.profile,
           challenges: acme.challenges,
           keyType: acme.keyType,
-          store,
+          storage,
           send,
           log: log.child({ issuer: 'acme' }),
         });

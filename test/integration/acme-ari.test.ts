@@ -8,7 +8,7 @@ import { X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ariCertId } from '../../src/control/ari';
-import { acmeIssuerId } from '../../src/control/issuers/acme';
+import { acmeIssuerId } from '../../src/store/keys';
 import type { ManagedSource, NameStatus } from '../../src/control/managed-source';
 import type { EdgeOptions } from '../../src/edge';
 import { startAcmeFront, type AcmeFront, type RecordedOrder, type RenewalInfoAnswer } from '../support/acme-front';

@@ -6,11 +6,12 @@
 import { X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { AcmeError, AcmeIssuer, accountPaths, acmeIssuerId } from '../../src/control/issuers/acme';
+import { AcmeError, AcmeIssuer } from '../../src/control/issuers/acme';
+import { accountKeys, acmeIssuerId } from '../../src/store/keys';
 import { silentLogger } from '../../src/observe/log';
 import type { ControlToData } from '../../src/plane/messages';
 import type { ManagedSource } from '../../src/control/managed-source';
-import { FileStore } from '../../src/store/fs-store';
+import { FileStorage } from '../../src/store/file-storage';
 import { startTestEdge, tempDir, type TestEdge } from '../support/edge';
 import { freePort, pebbleInstalled, startPebble, type RunningPebble } from '../support/pebble';
 import { servedChain } from '../support/served-leaf';
@@ -89,7 +90,7 @@ run('ACME HTTP-01 against Pebble', () => {
 
     // Account stored once, in CertMagic's layout; its terms-of-service URL logged at creation.
     const storage = edge.plan.storage;
-    const account = accountPaths(issuerId, EMAIL);
+    const account = accountKeys(issuerId, EMAIL);
     expect(account).toEqual({
       key: `acme/${issuerId}/users/${EMAIL}/test.key`,
       meta: `acme/${issuerId}/users/${EMAIL}/test.json`,
@@ -149,7 +150,7 @@ run('ACME HTTP-01 against Pebble', () => {
       directory: pebble.directory,
       email: null,
       caRoots: [pebble.caRootsFile],
-      store: new FileStore(path.join(dir, 'certs')),
+      storage: new FileStorage(path.join(dir, 'certs')),
       send: (m) => sent.push(m),
       log: silentLogger,
     });
@@ -166,7 +167,7 @@ run('ACME HTTP-01 against Pebble', () => {
     expect(remove.token).toBe(add.token);
     expect(add.keyAuthorization.startsWith(`${add.token}.`)).toBe(true);
     // The account was created without an email, stored as "default".
-    expect(fs.existsSync(path.join(dir, 'certs', accountPaths(issuer.id, null).key))).toBe(true);
-    expect(accountPaths(issuer.id, null).key).toBe(`acme/${issuer.id}/users/default/default.key`);
+    expect(fs.existsSync(path.join(dir, 'certs', accountKeys(issuer.id, null).key))).toBe(true);
+    expect(accountKeys(issuer.id, null).key).toBe(`acme/${issuer.id}/users/default/default.key`);
   });
 });

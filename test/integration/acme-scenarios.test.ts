@@ -23,9 +23,10 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
 import * as acme from 'acme-client';
-import { acmeIssuerId } from '../../src/control/issuers/acme';
+import { acmeIssuerId } from '../../src/store/keys';
 import type { ManagedSource, NameStatus } from '../../src/control/managed-source';
-import { FileStore } from '../../src/store/fs-store';
+import { CertificateStore } from '../../src/store/certificate-store';
+import { FileStorage } from '../../src/store/file-storage';
 import type { EdgeOptions } from '../../src/edge';
 import { startTestEdge, tempDir, type TestEdge } from '../support/edge';
 import { freePort, pebbleInstalled, pebbleTls, startPebble, type RunningPebble } from '../support/pebble';
@@ -258,7 +259,7 @@ run('ACME scenarios against Pebble', () => {
     const root = await pebble.issuingRoot();
     const first = await expectVerified([httpsPort], root);
     const issuerId = acmeIssuerId(pebble.directory);
-    const store = new FileStore(edge.plan.storage);
+    const store = new CertificateStore(new FileStorage(edge.plan.storage));
     for (const s of source(edge).status()) {
       expect(s.serial).toBe(first.get(s.name));
       const leaf = (await store.loadCertificate(issuerId, s.name))!.leaf;
@@ -371,11 +372,11 @@ run('ACME scenarios against Pebble', () => {
     const dir = newDir();
     const timing = { retryBaseMs: 500, random: () => 0.5 };
     const issuerId = acmeIssuerId(directory);
-    const store = new FileStore(path.join(dir, 'certs'));
+    const store = new CertificateStore(new FileStorage(path.join(dir, 'certs')));
 
     // 1. No CA: the listeners are up, nothing is served, failures are logged with a retry time.
     const edge = await edgeUp(yaml, dir, { timing });
-    expect(edge.plan.storage).toBe(store.root);
+    expect(edge.plan.storage).toBe(store.storage.describe());
     expect(await tcpConnects(httpsPort)).toBe(true);
     expect(await tcpConnects(httpPort)).toBe(true);
     // (Each failed attempt takes ~6 s: the protocol library's own retries.)

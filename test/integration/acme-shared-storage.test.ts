@@ -25,9 +25,9 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
 import * as acme from 'acme-client';
-import { accountPaths, acmeIssuerId } from '../../src/control/issuers/acme';
-import { FileStore } from '../../src/store/fs-store';
-import { lockKeyForName } from '../../src/store/lock';
+import { accountKeys, acmeIssuerId, issueLockKey } from '../../src/store/keys';
+import { CertificateStore } from '../../src/store/certificate-store';
+import { FileStorage } from '../../src/store/file-storage';
 import { startAcmeFront, type AcmeFront } from '../support/acme-front';
 import { freePort, pebbleInstalled, startPebble, type RunningPebble } from '../support/pebble';
 import {
@@ -207,7 +207,7 @@ function listFiles(dir: string): string[] {
  * if any, parses; the account metadata, if any, is JSON with a location. Returns a description.
  */
 async function checkConsistentStorage(storage: string, issuerId: string): Promise<{ certificates: string[]; accountKey: string | null; accountLocation: string | null; files: string[] }> {
-  const store = new FileStore(storage);
+  const store = new CertificateStore(new FileStorage(storage));
   const certificates: string[] = [];
   const issuerDir = path.join(storage, 'certificates', issuerId);
   const dirs = fs.existsSync(issuerDir) ? fs.readdirSync(issuerDir) : [];
@@ -232,7 +232,7 @@ async function checkConsistentStorage(storage: string, issuerId: string): Promis
       await expect(store.loadCertificate(issuerId, name)).resolves.toBeNull();
     }
   }
-  const account = accountPaths(issuerId, EMAIL);
+  const account = accountKeys(issuerId, EMAIL);
   const keyFile = path.join(storage, account.key);
   const metaFile = path.join(storage, account.meta);
   let accountKey: string | null = null;
@@ -511,7 +511,7 @@ run('ACME with a storage directory shared between processes (real CLI, Pebble)',
     expect(createdOrders(front)).toHaveLength(2);
     expect([...orderedNames(edgeA), ...orderedNames(edgeB)].sort()).toEqual([...NAMES].sort());
     // Both serve the same certificate per name, the stored one.
-    const store = new FileStore(storage);
+    const store = new CertificateStore(new FileStorage(storage));
     for (const name of NAMES) {
       expect({ name, a: servedA.get(name), b: servedB.get(name) }).toEqual({ name, a: servedA.get(name), b: servedA.get(name) });
       const stored = await store.loadCertificate(issuerId, name);
@@ -539,7 +539,7 @@ run('ACME with a storage directory shared between processes (real CLI, Pebble)',
 
     // The stored account: its key and its URL belong to the same account at the CA.
     const createdAccounts = [...edgeA.logs, ...edgeB.logs].filter((l) => String(l.msg).startsWith('ACME account'));
-    const account = accountPaths(issuerId, EMAIL);
+    const account = accountKeys(issuerId, EMAIL);
     const keyPem = fs.readFileSync(path.join(storage, account.key), 'utf8');
     const location = (JSON.parse(fs.readFileSync(path.join(storage, account.meta), 'utf8')) as { location: string }).location;
     const keyAccount = await accountUrlOfKey(front.directory, pebble.caRootsFile, keyPem);
@@ -621,7 +621,7 @@ run('ACME with a storage directory shared between processes (real CLI, Pebble)',
       if (!left.certificates.includes(name)) expect(orderedNames(second)).toContain(name);
     }
     // The account key written before the crash is reused.
-    const account = accountPaths(issuerId, EMAIL);
+    const account = accountKeys(issuerId, EMAIL);
     const keyNow = fs.readFileSync(path.join(storage, account.key), 'utf8');
     if (left.accountKey !== null) expect(keyNow).toBe(left.accountKey);
     if (left.accountLocation !== null) {
@@ -631,12 +631,12 @@ run('ACME with a storage directory shared between processes (real CLI, Pebble)',
     // Everything stored now loads and is what is served; no lock left, no stale lock file kept.
     const after = await checkConsistentStorage(storage, issuerId);
     expect(after.certificates).toEqual([...NAMES].sort());
-    const store = new FileStore(storage);
+    const store = new CertificateStore(new FileStorage(storage));
     for (const name of NAMES) expect((await store.loadCertificate(issuerId, name))?.meta.serial).toBe(serials.get(name));
     // Locks of the names it ordered were taken over and released; no takeover debris. A name it
     // did not have to order keeps the dead process's lock file until someone needs that lock.
     const locksDir = path.join(storage, 'locks');
-    const orderedLocks = orderedNames(second).map((name) => `${lockKeyForName(issuerId, name)}.lock`);
+    const orderedLocks = orderedNames(second).map((name) => `${issueLockKey(issuerId, name)}.lock`);
     // The restarted edge may still hold a lock for a moment (its first look at the account, for
     // renewal information, comes after it serves): wait until it holds none.
     const heldBySecond = (f: string): boolean => {
@@ -659,7 +659,7 @@ run('ACME with a storage directory shared between processes (real CLI, Pebble)',
 
   it('a lock held by a live process: no order until it is released, or its holder dies', async () => {
     const { ca, acmeFront, storage, ports, issuerId, config } = await oneEdgeSetup();
-    const keys = Object.fromEntries(NAMES.map((n) => [n, lockKeyForName(issuerId, n)])) as Record<(typeof NAMES)[number], string>;
+    const keys = Object.fromEntries(NAMES.map((n) => [n, issueLockKey(issuerId, n)])) as Record<(typeof NAMES)[number], string>;
 
     const holder = startLockHolder(storage, [keys[SERVER_NAME], keys[HOSTNAME]]);
     await holder.line('ACQUIRED');
@@ -705,7 +705,7 @@ run('ACME with a storage directory shared between processes (real CLI, Pebble)',
     for (const name of NAMES) expect({ name, orders: frontOrdersFor(acmeFront, name) }).toEqual({ name, orders: 1 });
     expect(firstMs).toBeLessThan(10_000);
     expect(secondMs).toBeLessThan(10_000);
-    const store = new FileStore(storage);
+    const store = new CertificateStore(new FileStorage(storage));
     for (const name of NAMES) expect((await store.loadCertificate(issuerId, name))?.meta.serial).toBe(serials.get(name));
     const locks = (): string[] => listFiles(path.join(storage, 'locks')).filter((f) => f.endsWith('.lock'));
     for (const until = Date.now() + 3000; locks().length > 0 && Date.now() < until; ) await sleep(50);

@@ -7,7 +7,7 @@ import { FilesSource } from '../../src/control/files-source';
 import { LocalCa } from '../../src/control/issuers/local-ca';
 import { createLogger, type Logger } from '../../src/observe/log';
 import type { CertificateMaterial } from '../../src/plane/messages';
-import { FileStore } from '../../src/store/fs-store';
+import { FileStorage } from '../../src/store/file-storage';
 import { captureLog, waitFor, type LogLine } from '../support/wait';
 
 const DAY = 24 * 60 * 60 * 1000;
@@ -24,7 +24,7 @@ const sources: FilesSource[] = [];
 beforeEach(async () => {
   dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'matrix-edge-files-'));
   clock = new ManualClock(Date.now());
-  ca = await LocalCa.open(new FileStore(path.join(dir, 'ca')), createLogger('silent'), clock);
+  ca = await LocalCa.open(new FileStorage(path.join(dir, 'ca')), createLogger('silent'), clock);
 });
 afterEach(async () => {
   for (const s of sources.splice(0)) s.stop();
@@ -225,7 +225,7 @@ describe('FilesSource', () => {
   });
 
   it('reloads on a short real interval with the system clock', async () => {
-    const real = await LocalCa.open(new FileStore(path.join(dir, 'ca-real')), createLogger('silent'));
+    const real = await LocalCa.open(new FileStorage(path.join(dir, 'ca-real')), createLogger('silent'));
     const first = await real.issue(['a.example'], 90 * DAY);
     const cert = path.join(dir, 'real.crt');
     const key = path.join(dir, 'real.key');

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { ManualClock } from '../../src/control/clock';
 import { LocalCa } from '../../src/control/issuers/local-ca';
 import { silentLogger } from '../../src/observe/log';
-import { FileStore } from '../../src/store/fs-store';
+import { FileStorage } from '../../src/store/file-storage';
 
 const MINUTE = 60_000;
 const DAY = 24 * 60 * MINUTE;
@@ -25,7 +25,7 @@ const openssl = ['/usr/bin/openssl', '/usr/local/bin/openssl'].find((p) => exist
 describe('LocalCa', () => {
   it('creates the root once and reuses it on a second open', async () => {
     const root = path.join(dir, 'certs');
-    const ca1 = await LocalCa.open(new FileStore(root), silentLogger);
+    const ca1 = await LocalCa.open(new FileStorage(root), silentLogger);
     const crtPath = path.join(root, 'pki', 'authorities', 'local', 'root.crt');
     const keyPath = path.join(root, 'pki', 'authorities', 'local', 'root.key');
     expect(ca1.rootPemPath).toBe(crtPath);
@@ -33,7 +33,7 @@ describe('LocalCa', () => {
     const crtBytes = await fsp.readFile(crtPath);
     const keyBytes = await fsp.readFile(keyPath);
 
-    const ca2 = await LocalCa.open(new FileStore(root), silentLogger);
+    const ca2 = await LocalCa.open(new FileStorage(root), silentLogger);
     expect(await fsp.readFile(crtPath)).toEqual(crtBytes);
     expect(await fsp.readFile(keyPath)).toEqual(keyBytes);
     expect(ca2.rootPem).toBe(ca1.rootPem);
@@ -50,7 +50,7 @@ describe('LocalCa', () => {
 
   it('makes a self-signed ECDSA P-256 CA root valid for 10 years', async () => {
     const clock = new ManualClock(Date.UTC(2031, 5, 1, 12, 0, 0));
-    const ca = await LocalCa.open(new FileStore(dir), silentLogger, clock);
+    const ca = await LocalCa.open(new FileStorage(dir), silentLogger, clock);
     const root = new X509Certificate(await fsp.readFile(ca.rootPemPath));
     expect(root.ca).toBe(true);
     expect(root.subject).toBe('CN=matrix-edge Local Authority - 2031 ECC Root');
@@ -72,7 +72,7 @@ describe('LocalCa', () => {
 
   it('issues leaves that verify against the root, with SANs, EKU serverAuth and the right validity', async () => {
     const clock = new ManualClock(Date.UTC(2031, 0, 10, 8, 30, 0));
-    const ca = await LocalCa.open(new FileStore(dir), silentLogger, clock);
+    const ca = await LocalCa.open(new FileStorage(dir), silentLogger, clock);
     const names = ['matrix.example.com', 'example.com', '127.0.0.1', '::1'];
     const { certPem, keyPem } = await ca.issue(names, 7 * DAY);
     expect(certPem.match(/BEGIN CERTIFICATE/g)).toHaveLength(1); // leaf only
@@ -116,7 +116,7 @@ describe('LocalCa', () => {
   });
 
   it('issues a fresh key and serial on every call, and uses the first name as CN for IP-only leaves', async () => {
-    const ca = await LocalCa.open(new FileStore(dir), silentLogger);
+    const ca = await LocalCa.open(new FileStorage(dir), silentLogger);
     const a = await ca.issue(['10.1.2.3'], DAY);
     const b = await ca.issue(['10.1.2.3'], DAY);
     expect(a.keyPem).not.toBe(b.keyPem);
@@ -135,7 +135,7 @@ describe('LocalCa', () => {
 
   it('never issues a leaf past the root’s expiry', async () => {
     const clock = new ManualClock(Date.UTC(2030, 0, 1));
-    const store = new FileStore(dir);
+    const store = new FileStorage(dir);
     const ca = await LocalCa.open(store, silentLogger, clock);
     clock.advance(3649 * DAY);
     const leaf = new X509Certificate((await ca.issue(['a.example'], 90 * DAY)).certPem);
@@ -145,10 +145,10 @@ describe('LocalCa', () => {
   });
 
   it('refuses a root whose key is missing or does not match', async () => {
-    const store = new FileStore(dir);
+    const store = new FileStorage(dir);
     await LocalCa.open(store, silentLogger);
     const keyPath = path.join(dir, 'pki', 'authorities', 'local', 'root.key');
-    const other = await LocalCa.open(new FileStore(path.join(dir, 'other')), silentLogger);
+    const other = await LocalCa.open(new FileStorage(path.join(dir, 'other')), silentLogger);
     await fsp.copyFile(path.join(dir, 'other', 'pki', 'authorities', 'local', 'root.key'), keyPath);
     await expect(LocalCa.open(store, silentLogger)).rejects.toThrow(/root\.key does not match the certificate in .*root\.crt/);
     await fsp.rm(keyPath);

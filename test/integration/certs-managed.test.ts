@@ -8,7 +8,8 @@ import { ManagedSource, type Issuer } from '../../src/control/managed-source';
 import { renewalTime } from '../../src/control/renewal';
 import { createLogger, type Logger } from '../../src/observe/log';
 import type { CertificateMaterial } from '../../src/plane/messages';
-import { FileStore } from '../../src/store/fs-store';
+import { CertificateStore } from '../../src/store/certificate-store';
+import { FileStorage } from '../../src/store/file-storage';
 import { captureLog, waitFor } from '../support/wait';
 
 const DAY = 24 * 60 * 60 * 1000;
@@ -32,15 +33,15 @@ class TestIssuer implements Issuer {
 
 let dir: string;
 let clock: ManualClock;
-let store: FileStore;
+let store: CertificateStore;
 let ca: LocalCa;
 const sources: ManagedSource[] = [];
 
 beforeEach(async () => {
   dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'matrix-edge-managed-'));
   clock = new ManualClock(Date.UTC(2030, 2, 1, 10, 0, 0));
-  store = new FileStore(dir);
-  ca = await LocalCa.open(store, createLogger('silent'), clock);
+  store = new CertificateStore(new FileStorage(dir));
+  ca = await LocalCa.open(store.storage, createLogger('silent'), clock);
 });
 afterEach(async () => {
   for (const s of sources.splice(0)) s.stop();

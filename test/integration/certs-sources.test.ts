@@ -10,7 +10,8 @@ import { ManagedSource } from '../../src/control/managed-source';
 import { createCertificateSource } from '../../src/control/sources';
 import { silentLogger } from '../../src/observe/log';
 import type { CertificateMaterial } from '../../src/plane/messages';
-import { FileStore } from '../../src/store/fs-store';
+import { CertificateStore } from '../../src/store/certificate-store';
+import { FileStorage } from '../../src/store/file-storage';
 
 let dir: string;
 beforeEach(async () => {
@@ -79,11 +80,11 @@ describe('createCertificateSource', () => {
       expect(leaf.verify(root.publicKey)).toBe(true);
       expect(leaf.validToDate.getTime()).toBe(clock.now() + 7 * 24 * 3600e3);
     }
-    expect(await new FileStore(path.join(dir, 'certs')).loadCertificate('local', 'localhost')).not.toBeNull();
+    expect(await new CertificateStore(new FileStorage(path.join(dir, 'certs'))).loadCertificate('local', 'localhost')).not.toBeNull();
   });
 
   it('files: a FilesSource over tls.files', async () => {
-    const ca = await LocalCa.open(new FileStore(path.join(dir, 'ca')), silentLogger);
+    const ca = await LocalCa.open(new FileStorage(path.join(dir, 'ca')), silentLogger);
     const { certPem, keyPem } = await ca.issue(['localhost'], 24 * 3600e3);
     const cert = path.join(dir, 'a.crt');
     const key = path.join(dir, 'a.key');

@@ -9,7 +9,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { LocalCa } from '../../src/control/issuers/local-ca';
 import { silentLogger } from '../../src/observe/log';
-import { FileStore } from '../../src/store/fs-store';
+import { CertificateStore } from '../../src/store/certificate-store';
+import { FileStorage } from '../../src/store/file-storage';
+import { certificateKeys } from '../../src/store/keys';
 
 jest.setTimeout(60_000);
 
@@ -36,7 +38,7 @@ function runAndKill(args: string[], afterMs: number): Promise<void> {
 }
 
 it('a replacement killed at any instant leaves the old pair or the new pair, loadable', async () => {
-  const ca = await LocalCa.open(new FileStore(path.join(dir, 'ca')), silentLogger);
+  const ca = await LocalCa.open(new FileStorage(path.join(dir, 'ca')), silentLogger);
   const pairs = await Promise.all(
     [0, 1, 2].map(async () => {
       const { certPem, keyPem } = await ca.issue(['a.example'], 24 * 3600_000);
@@ -46,7 +48,7 @@ it('a replacement killed at any instant leaves the old pair or the new pair, loa
   const pairsFile = path.join(dir, 'pairs.json');
   fs.writeFileSync(pairsFile, JSON.stringify(pairs));
   const storage = path.join(dir, 'certs');
-  const store = new FileStore(storage);
+  const store = new CertificateStore(new FileStorage(storage));
   const serials = new Set(pairs.map((p) => p.serial));
   const seen = new Set<string>();
   await store.saveCertificate('local', 'a.example', { ...pairs[0]!, meta: { names: ['a.example'], issuer: 'local', serial: pairs[0]!.serial, notBefore: '', notAfter: '' } });
@@ -63,20 +65,21 @@ it('a replacement killed at any instant leaves the old pair or the new pair, loa
 });
 
 it('recovers the staged chain when the key was replaced and the chain was not', async () => {
-  const ca = await LocalCa.open(new FileStore(path.join(dir, 'ca')), silentLogger);
+  const ca = await LocalCa.open(new FileStorage(path.join(dir, 'ca')), silentLogger);
   const a = await ca.issue(['a.example'], 24 * 3600_000);
   const b = await ca.issue(['a.example'], 24 * 3600_000);
-  const store = new FileStore(path.join(dir, 'certs'));
+  const files = new FileStorage(path.join(dir, 'certs'));
+  const store = new CertificateStore(files);
   await store.saveCertificate('local', 'a.example', { ...a, meta: { names: ['a.example'], issuer: 'local', serial: '', notBefore: '', notAfter: '' } });
-  const rel = store.certificatePaths('local', 'a.example');
+  const rel = certificateKeys('local', 'a.example');
   // The state a crash between the key and the chain leaves: new chain staged, new key, old chain.
-  await store.writeFile(rel.staged, b.certPem, { secret: false });
-  await store.writeFile(rel.key, b.keyPem, { secret: true });
+  await files.store(rel.staged, b.certPem, { secret: false });
+  await files.store(rel.key, b.keyPem, { secret: true });
   const loaded = await store.loadCertificate('local', 'a.example');
   expect(loaded!.certPem).toBe(b.certPem);
-  expect(fs.readFileSync(store.resolve(rel.cert), 'utf8')).toBe(b.certPem);
-  expect(fs.existsSync(store.resolve(rel.staged))).toBe(false);
+  expect(fs.readFileSync(files.describe(rel.cert), 'utf8')).toBe(b.certPem);
+  expect(fs.existsSync(files.describe(rel.staged))).toBe(false);
   // Staged chain beside the old, intact pair (crash before the key): the old pair is served.
-  await store.writeFile(rel.staged, a.certPem, { secret: false });
+  await files.store(rel.staged, a.certPem, { secret: false });
   expect((await store.loadCertificate('local', 'a.example'))!.certPem).toBe(b.certPem);
 });

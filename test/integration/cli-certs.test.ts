@@ -8,9 +8,9 @@ import { X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LocalCa } from '../../src/control/issuers/local-ca';
-import { acmeIssuerId } from '../../src/control/issuers/acme';
+import { acmeIssuerId } from '../../src/store/keys';
 import { silentLogger } from '../../src/observe/log';
-import { FileStore } from '../../src/store/fs-store';
+import { FileStorage } from '../../src/store/file-storage';
 import { pebbleInstalled, startPebble, type RunningPebble } from '../support/pebble';
 import { ensureBuilt, freePorts, killAll, runCli, startServingEdge, tempDir, tryConnect, writeConfig, type EdgeProcess } from '../support/proc-edge';
 import { servedLeaf, waitForLeaf } from '../support/served-leaf';
@@ -198,7 +198,7 @@ withPebble('certs and renew with Pebble (tests run in order on one storage)', ()
 describe('renew with tls.issuer: files', () => {
   test('exit 2: nothing to renew here', async () => {
     const dir = newDir();
-    const issued = await (await LocalCa.open(new FileStore(path.join(dir, 'ca')), silentLogger)).issue(['localhost'], 24 * 3600_000);
+    const issued = await (await LocalCa.open(new FileStorage(path.join(dir, 'ca')), silentLogger)).issue(['localhost'], 24 * 3600_000);
     fs.writeFileSync(path.join(dir, 'fullchain.pem'), issued.certPem);
     fs.writeFileSync(path.join(dir, 'privkey.pem'), issued.keyPem, { mode: 0o600 });
     const [https, http] = await freePorts(2);

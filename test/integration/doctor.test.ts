@@ -15,7 +15,7 @@ import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { doctor, type DoctorOutcome } from '../../src/cli-doctor';
-import { acmeIssuerId } from '../../src/control/issuers/acme';
+import { acmeIssuerId } from '../../src/store/keys';
 import type { ManagedSource } from '../../src/control/managed-source';
 import type { CheckResult } from '../../src/doctor/report';
 import { startTestEdge, tempDir, type TestEdge } from '../support/edge';

@@ -8,7 +8,7 @@ import * as http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { LocalCa } from '../../src/control/issuers/local-ca';
 import { silentLogger } from '../../src/observe/log';
-import { FileStore } from '../../src/store/fs-store';
+import { FileStorage } from '../../src/store/file-storage';
 import { tempDir } from '../support/edge';
 import { ErrorCode, H2Connection, headerValue, priorityFrame, Setting, windowUpdateFrame } from '../support/h2raw';
 import { huffmanEncode } from '../support/hpack';
@@ -24,7 +24,7 @@ const conns: H2Connection[] = [];
 
 beforeAll(async () => {
   dir = tempDir('matrix-edge-h2raw-');
-  const authority = await LocalCa.open(new FileStore(dir), silentLogger);
+  const authority = await LocalCa.open(new FileStorage(dir), silentLogger);
   const leaf = await authority.issue(['localhost'], 3_600_000);
   ca = authority.rootPem;
   server = http2.createSecureServer({ cert: leaf.certPem, key: leaf.keyPem });

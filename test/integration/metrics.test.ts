@@ -12,7 +12,7 @@
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
-import { acmeIssuerId } from '../../src/control/issuers/acme';
+import { acmeIssuerId } from '../../src/store/keys';
 import type { ManagedSource } from '../../src/control/managed-source';
 import { startEdge } from '../../src/edge';
 import { createLogger } from '../../src/observe/log';

@@ -10,7 +10,7 @@ import { LocalCa } from '../../src/control/issuers/local-ca';
 import { DataPlane, type BoundListener } from '../../src/data/data-plane';
 import { createLogger } from '../../src/observe/log';
 import type { Plan } from '../../src/config/plan';
-import { FileStore } from '../../src/store/fs-store';
+import { FileStorage } from '../../src/store/file-storage';
 import { request } from '../support/client';
 import { planFrom, startTestEdge, tempDir, type TestEdge } from '../support/edge';
 import { startUpstream, type Upstream } from '../support/upstream';
@@ -240,7 +240,7 @@ storage: ./certs
       ...loaded,
       listen: { https: [{ port: 0, addresses: ['127.0.0.1'] }], http: { port: 0, addresses: ['127.0.0.1'] } },
     };
-    const ca = await LocalCa.open(new FileStore(path.join(dir, 'ca')), createLogger('silent'));
+    const ca = await LocalCa.open(new FileStorage(path.join(dir, 'ca')), createLogger('silent'));
     const issued = await ca.issue(plan.names, 24 * 60 * 60 * 1000);
     plane = new DataPlane(createLogger('silent'));
     plane.receive({ type: 'plan', plan });

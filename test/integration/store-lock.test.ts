@@ -1,12 +1,13 @@
 /**
  * Storage locks on the real file system, within one process and across real child processes
- * (test/support/proc-lock.js, which runs src/store/lock.ts itself).
+ * (test/support/proc-lock.js, which runs src/store/file-lock.ts itself).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { StorageLocks, type HeldLock, type LockHolder, type StaleReason } from '../../src/store/lock';
+import { FileLocker } from '../../src/store/file-lock';
+import type { HeldLock, LockHolder } from '../../src/store/storage';
 
 const SCRIPT = path.join(__dirname, '../support/proc-lock.js');
 
@@ -115,16 +116,18 @@ function startChild(task: Record<string, unknown>): Child {
 
 // ---- one process -----------------------------------------------------------------------------
 
-describe('StorageLocks in one process', () => {
+describe('FileLocker in one process', () => {
   it('acquires and releases, with a 0700 directory, a 0600 file and the holder recorded', async () => {
-    const locks = new StorageLocks(storage);
-    const lock = await locks.acquire('issue_cert_local_matrix.example.com', 'issue matrix.example.com');
-    expect(lock.path).toBe(path.join(storage, 'locks', 'issue_cert_local_matrix.example.com.lock'));
+    const locks = new FileLocker(storage);
+    const lock = await locks.lock('issue_cert_local_matrix.example.com', { purpose: 'issue matrix.example.com' });
+    const file = locks.lockPath('issue_cert_local_matrix.example.com');
+    expect(lock.key).toBe('issue_cert_local_matrix.example.com');
+    expect(file).toBe(path.join(storage, 'locks', 'issue_cert_local_matrix.example.com.lock'));
     expect(await mode(storage)).toBe(0o700);
     expect(await mode(path.join(storage, 'locks'))).toBe(0o700);
-    expect(await mode(lock.path)).toBe(0o600);
+    expect(await mode(file)).toBe(0o600);
 
-    const recorded = JSON.parse(await fsp.readFile(lock.path, 'utf8')) as Record<string, unknown>;
+    const recorded = JSON.parse(await fsp.readFile(file, 'utf8')) as Record<string, unknown>;
     expect(recorded).toMatchObject({ pid: process.pid, host: os.hostname(), purpose: 'issue matrix.example.com' });
     expect(typeof recorded.nonce).toBe('string');
     expect(typeof recorded.created).toBe('string');
@@ -134,17 +137,17 @@ describe('StorageLocks in one process', () => {
     expect(await lock.stillHeld()).toBe(true);
 
     await lock.release();
-    expect(await exists(lock.path)).toBe(false);
+    expect(await exists(file)).toBe(false);
     expect(await lock.stillHeld()).toBe(false);
     expect(await locks.holder('issue_cert_local_matrix.example.com')).toBeNull();
     await lock.release(); // twice is harmless
   });
 
-  it('makes a second acquire of the same key wait until release, calling onWait with the holder', async () => {
-    const locks = new StorageLocks(storage, { pollMs: 20 });
-    const first = await locks.acquire('k', 'first');
+  it('makes a second lock of the same key wait until release, calling onWait with the holder', async () => {
+    const locks = new FileLocker(storage, { pollMs: 20 });
+    const first = await locks.lock('k', { purpose: 'first' });
     const onWait = jest.fn<void, [LockHolder | null]>();
-    const second = locks.acquire('k', 'second', { onWait });
+    const second = locks.lock('k', { purpose: 'second', onWait });
     expect(await settledWithin(second, 150)).toBe('pending');
     expect(onWait).toHaveBeenCalledTimes(1);
     expect(onWait.mock.calls[0]![0]).toMatchObject({ pid: process.pid, purpose: 'first' });
@@ -158,43 +161,43 @@ describe('StorageLocks in one process', () => {
     await lock.release();
   });
 
-  it('keeps different keys independent, and tryAcquire returns null while busy', async () => {
-    const locks = new StorageLocks(storage);
-    const a = await locks.acquire('a');
-    const b = await new StorageLocks(storage).acquire('b', undefined, { timeoutMs: 500 });
-    expect(await locks.tryAcquire('a')).toBeNull();
-    expect(await locks.tryAcquire('b')).toBeNull();
+  it('keeps different keys independent, and tryLock returns null while busy', async () => {
+    const locks = new FileLocker(storage);
+    const a = await locks.lock('a');
+    const b = await new FileLocker(storage).lock('b', { timeoutMs: 500 });
+    expect(await locks.tryLock('a')).toBeNull();
+    expect(await locks.tryLock('b')).toBeNull();
     await a.release();
-    const again = await locks.tryAcquire('a');
+    const again = await locks.tryLock('a');
     expect(again).not.toBeNull();
     await again!.release();
     await b.release();
   });
 
   it('rejects keys that would leave the locks directory', async () => {
-    const locks = new StorageLocks(storage);
+    const locks = new FileLocker(storage);
     for (const key of ['../x', 'a/b', '..', '', 'a\0b']) {
-      await expect(locks.acquire(key)).rejects.toThrow(/invalid lock key/);
+      await expect(locks.lock(key)).rejects.toThrow(/invalid lock key/);
     }
-    expect(() => new StorageLocks(storage, { staleMs: 1000, refreshMs: 600 })).toThrow(/refreshMs/);
+    expect(() => new FileLocker(storage, { staleMs: 1000, refreshMs: 600 })).toThrow(/refreshMs/);
   });
 
   it('takes over a lock from another host once its mtime is old, waits on a fresh one, and times out naming both', async () => {
-    const locks = new StorageLocks(storage, { staleMs: 30_000, pollMs: 50 });
+    const locks = new FileLocker(storage, { staleMs: 30_000, pollMs: 50 });
     const file = locks.lockPath('k');
 
     await plantLock(file, { pid: 999_999, host: 'other-host.invalid', purpose: 'their issuance' }, 5_000);
     const onWait = jest.fn<void, [LockHolder | null]>();
     const started = Date.now();
-    await expect(locks.acquire('k', 'ours', { timeoutMs: 300, onWait })).rejects.toThrow(
+    await expect(locks.lock('k', { purpose: 'ours', timeoutMs: 300, onWait })).rejects.toThrow(
       new RegExp(`timed out after 300 ms waiting for the lock ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}, held by pid 999999 on host "other-host.invalid" \\(their issuance\\)`),
     );
     expect(Date.now() - started).toBeLessThan(1000);
     expect(onWait).toHaveBeenCalledWith(expect.objectContaining({ pid: 999_999, host: 'other-host.invalid' }));
 
     await plantLock(file, { pid: 999_999, host: 'other-host.invalid' }, 60_000);
-    const onTakeover = jest.fn<void, [LockHolder | null, StaleReason]>();
-    const lock = await locks.acquire('k', 'ours', { timeoutMs: 1000, onTakeover });
+    const onTakeover = jest.fn<void, [LockHolder | null, string]>();
+    const lock = await locks.lock('k', { purpose: 'ours', timeoutMs: 1000, onTakeover });
     expect(onTakeover).toHaveBeenCalledWith(expect.objectContaining({ pid: 999_999 }), 'expired');
     expect(await locks.holder('k')).toMatchObject({ pid: process.pid, purpose: 'ours' });
     await lock.release();
@@ -202,32 +205,32 @@ describe('StorageLocks in one process', () => {
   });
 
   it('treats an unreadable lock file as stale only by its mtime', async () => {
-    const locks = new StorageLocks(storage, { staleMs: 30_000 });
+    const locks = new FileLocker(storage, { staleMs: 30_000 });
     const file = locks.lockPath('k');
     await plantLock(file, 'garbage', 0);
-    expect(await locks.tryAcquire('k')).toBeNull();
+    expect(await locks.tryLock('k')).toBeNull();
     expect(await locks.holder('k')).toMatchObject({ pid: 0, host: '' });
     await plantLock(file, 'garbage', 31_000);
-    const lock = await locks.tryAcquire('k');
+    const lock = await locks.tryLock('k');
     expect(lock).not.toBeNull();
     await lock!.release();
   });
 
   it('takes over at once a fresh lock naming our pid that this process does not hold (an earlier process had our pid)', async () => {
-    const locks = new StorageLocks(storage);
+    const locks = new FileLocker(storage);
     const file = locks.lockPath('k');
     await plantLock(file, { pid: process.pid, host: os.hostname(), nonce: 'from-before' }, 0);
     const onTakeover = jest.fn();
-    const lock = await locks.acquire('k', undefined, { timeoutMs: 200, onTakeover });
+    const lock = await locks.lock('k', { timeoutMs: 200, onTakeover });
     expect(onTakeover).toHaveBeenCalledWith(expect.objectContaining({ pid: process.pid }), 'earlier-process');
     await lock.release();
   });
 
   it('gives a stale lock to exactly one of many concurrent takers', async () => {
     for (let round = 0; round < 20; round++) {
-      const takers = Array.from({ length: 8 }, () => new StorageLocks(storage, { staleMs: 30_000 }));
+      const takers = Array.from({ length: 8 }, () => new FileLocker(storage, { staleMs: 30_000 }));
       await plantLock(takers[0]!.lockPath('k'), { pid: 999_999, host: 'other-host.invalid' }, 60_000);
-      const results = await Promise.all(takers.map((t) => t.tryAcquire('k')));
+      const results = await Promise.all(takers.map((t) => t.tryLock('k')));
       const winners = results.filter((r): r is HeldLock => r !== null);
       expect(winners).toHaveLength(1);
       const stillHeld = await Promise.all(winners.map((w) => w.stillHeld()));
@@ -238,29 +241,29 @@ describe('StorageLocks in one process', () => {
   });
 
   it('is not blocked by a takeover guard a crashed taker left behind', async () => {
-    const locks = new StorageLocks(storage, { staleMs: 30_000, pollMs: 20 });
+    const locks = new FileLocker(storage, { staleMs: 30_000, pollMs: 20 });
     const file = locks.lockPath('k');
     await plantLock(file, { pid: 999_999, host: 'other-host.invalid' }, 60_000);
     await plantLock(`${file}.takeover`, { pid: 999_999, host: 'other-host.invalid' }, 60_000);
-    const lock = await locks.acquire('k', undefined, { timeoutMs: 1000 });
+    const lock = await locks.lock('k', { timeoutMs: 1000 });
     expect(await fsp.readdir(path.join(storage, 'locks'))).toEqual(['k.lock']);
     await lock.release();
   });
 
   it('release() leaves a lock file that is no longer ours, and stillHeld() reports the loss', async () => {
-    const locks = new StorageLocks(storage);
-    const lock = await locks.acquire('k');
-    await plantLock(lock.path, { pid: 999_999, host: 'other-host.invalid', nonce: 'theirs' }, 0);
+    const locks = new FileLocker(storage);
+    const lock = await locks.lock('k');
+    await plantLock(locks.lockPath('k'), { pid: 999_999, host: 'other-host.invalid', nonce: 'theirs' }, 0);
     expect(await lock.stillHeld()).toBe(false);
     await lock.release();
     expect(await locks.holder('k')).toMatchObject({ pid: 999_999 });
   });
 
   it('stops waiting when the signal aborts', async () => {
-    const locks = new StorageLocks(storage, { pollMs: 20 });
-    const held = await locks.acquire('k');
+    const locks = new FileLocker(storage, { pollMs: 20 });
+    const held = await locks.lock('k');
     const controller = new AbortController();
-    const waiting = locks.acquire('k', undefined, { signal: controller.signal });
+    const waiting = locks.lock('k', { signal: controller.signal });
     setTimeout(() => controller.abort(new Error('shutting down')), 50);
     await expect(waiting).rejects.toThrow('shutting down');
     await held.release();
@@ -269,7 +272,7 @@ describe('StorageLocks in one process', () => {
 
 // ---- across processes ------------------------------------------------------------------------
 
-describe('StorageLocks across processes', () => {
+describe('FileLocker across processes', () => {
   it('excludes each other: 4 processes appending start/end under one lock never interleave', async () => {
     const file = path.join(dir, 'log.txt');
     const rounds = 4;
@@ -296,7 +299,7 @@ describe('StorageLocks across processes', () => {
     await fsp.mkdir(sync);
     const rounds = 12;
     const key = 'issue_cert_local_contended';
-    const lockFile = new StorageLocks(storage).lockPath(key);
+    const lockFile = new FileLocker(storage).lockPath(key);
     const procs = Array.from({ length: 6 }, () => startChild({ mode: 'take', storage, key, file, dir: sync, rounds }));
     for (let r = 0; r < rounds; r++) {
       await plantLock(lockFile, { pid: 999_999, host: 'other-host.invalid' }, 60_000);
@@ -322,15 +325,15 @@ describe('StorageLocks across processes', () => {
   it('takes over at once the lock of a SIGKILLed holder on this host', async () => {
     const holder = startChild({ mode: 'hold', storage, key: 'k' });
     await holder.line('ACQUIRED');
-    const locks = new StorageLocks(storage, { pollMs: 50 }); // staleMs stays 30 s
+    const locks = new FileLocker(storage, { pollMs: 50 }); // staleMs stays 30 s
     expect(await locks.holder('k')).toMatchObject({ pid: holder.pid, host: os.hostname() });
-    expect(await locks.tryAcquire('k')).toBeNull();
+    expect(await locks.tryLock('k')).toBeNull();
 
     holder.proc.kill('SIGKILL');
     expect((await holder.exited).signal).toBe('SIGKILL');
     const onTakeover = jest.fn();
     const started = Date.now();
-    const lock = await locks.acquire('k', undefined, { timeoutMs: 2000, onTakeover });
+    const lock = await locks.lock('k', { timeoutMs: 2000, onTakeover });
     expect(Date.now() - started).toBeLessThan(1000);
     expect(onTakeover).toHaveBeenCalledWith(expect.objectContaining({ pid: holder.pid }), 'holder-dead');
     await lock.release();
@@ -339,8 +342,8 @@ describe('StorageLocks across processes', () => {
   it('never takes over a holder that keeps refreshing, even past staleMs', async () => {
     const holder = startChild({ mode: 'hold', storage, key: 'k', options: { staleMs: 600, refreshMs: 100 } });
     await holder.line('ACQUIRED');
-    const locks = new StorageLocks(storage, { staleMs: 600, refreshMs: 100, pollMs: 50 });
-    await expect(locks.acquire('k', undefined, { timeoutMs: 2000 })).rejects.toThrow(
+    const locks = new FileLocker(storage, { staleMs: 600, refreshMs: 100, pollMs: 50 });
+    await expect(locks.lock('k', { timeoutMs: 2000 })).rejects.toThrow(
       new RegExp(`timed out after 2000 ms waiting for the lock .*k\\.lock, held by pid ${holder.pid} on host`),
     );
     const info = await locks.holder('k');
@@ -352,10 +355,10 @@ describe('StorageLocks across processes', () => {
   it('takes over a live but hung holder after staleMs; the holder then sees the loss', async () => {
     const holder = startChild({ mode: 'hang', storage, key: 'k', ms: 2000, options: { staleMs: 600, refreshMs: 100 } });
     await holder.line('ACQUIRED');
-    const locks = new StorageLocks(storage, { staleMs: 600, refreshMs: 100, pollMs: 50 });
+    const locks = new FileLocker(storage, { staleMs: 600, refreshMs: 100, pollMs: 50 });
     const onTakeover = jest.fn();
     const started = Date.now();
-    const lock = await locks.acquire('k', 'taker', { timeoutMs: 3000, onTakeover });
+    const lock = await locks.lock('k', { purpose: 'taker', timeoutMs: 3000, onTakeover });
     expect(Date.now() - started).toBeLessThan(1500);
     expect(onTakeover).toHaveBeenCalledWith(expect.objectContaining({ pid: holder.pid }), 'expired');
 

@@ -13,7 +13,7 @@ import type { Plan } from '../../src/config/plan';
 import { LocalCa } from '../../src/control/issuers/local-ca';
 import { DataPlane } from '../../src/data/data-plane';
 import { createLogger } from '../../src/observe/log';
-import { FileStore } from '../../src/store/fs-store';
+import { FileStorage } from '../../src/store/file-storage';
 import { connectH2, h2request, request } from '../support/client';
 import { planFrom, tempDir } from '../support/edge';
 import { captureLog, waitFor, type LogLine } from '../support/wait';
@@ -208,7 +208,7 @@ storage: ./certs
 async function startPlane(dir: string, log = createLogger('silent')): Promise<{ plane: DataPlane; ports: number[]; rootPem: string }> {
   const plane = new DataPlane(log);
   plane.receive({ type: 'plan', plan: testPlan(dir) });
-  const ca = await LocalCa.open(new FileStore(path.join(dir, 'ca')), createLogger('silent'));
+  const ca = await LocalCa.open(new FileStorage(path.join(dir, 'ca')), createLogger('silent'));
   const { certPem, keyPem } = await ca.issue(NAMES, DAY);
   plane.receive({ type: 'certificate', material: { names: NAMES, certPem, keyPem, notAfter: new Date(Date.now() + DAY).toISOString() } });
   const bound = await plane.listen();

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { LocalCa } from '../../src/control/issuers/local-ca';
 import { createLogger } from '../../src/observe/log';
-import { FileStore } from '../../src/store/fs-store';
+import { FileStorage } from '../../src/store/file-storage';
 import { connectH2, h2request, request } from '../support/client';
 import { startTestEdge, type TestEdge } from '../support/edge';
 import { startUpstream, type Upstream } from '../support/upstream';
@@ -353,7 +353,7 @@ describe('protocol versions', () => {
     // from the edge is then the edge's doing, not the client's.
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'matrix-edge-tls-legacy-'));
     tempDirs.push(dir);
-    const ca = await LocalCa.open(new FileStore(path.join(dir, 'ca')), createLogger('silent'));
+    const ca = await LocalCa.open(new FileStorage(path.join(dir, 'ca')), createLogger('silent'));
     const { certPem, keyPem } = await ca.issue(['localhost'], DAY);
     control = tls.createServer({ cert: certPem, key: keyPem, minVersion: 'TLSv1', ciphers: 'DEFAULT@SECLEVEL=0' }, (s) => s.end());
     await new Promise<void>((resolve) => control.listen(0, '127.0.0.1', resolve));
@@ -531,7 +531,7 @@ describe('certificate replacement under open connections (tls.issuer: files)', (
   beforeAll(async () => {
     dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'matrix-edge-tls-swap-'));
     tempDirs.push(dir);
-    ca = await LocalCa.open(new FileStore(path.join(dir, 'ca')), createLogger('silent'));
+    ca = await LocalCa.open(new FileStorage(path.join(dir, 'ca')), createLogger('silent'));
     certPath = path.join(dir, 'fullchain.pem');
     keyPath = path.join(dir, 'privkey.pem');
     firstSerial = await writePair();

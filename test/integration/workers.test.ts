@@ -6,8 +6,9 @@
  */
 import * as path from 'node:path';
 import * as tls from 'node:tls';
-import { acmeIssuerId } from '../../src/control/issuers/acme';
-import { FileStore } from '../../src/store/fs-store';
+import { acmeIssuerId } from '../../src/store/keys';
+import { CertificateStore } from '../../src/store/certificate-store';
+import { FileStorage } from '../../src/store/file-storage';
 import { pebbleInstalled, startPebble, type RunningPebble } from '../support/pebble';
 import { ensureBuilt, freePorts, killAll, localCaRoot, runCli, startServingEdge, tempDir, writeConfig, type EdgeProcess } from '../support/proc-edge';
 import { KeepAliveConn } from '../support/client';
@@ -232,7 +233,7 @@ withPebble('two data-plane workers (ACME, Pebble)', () => {
     // The renewed certificates, as stored, are what every new connection gets (both workers).
     const issuer = acmeIssuerId(pebble.directory);
     const stored = await Promise.all(
-      names.map(async (name) => `${name} ${(await new FileStore(path.join(dir, 'certs')).loadCertificate(issuer, name))!.leaf.serialNumber}`),
+      names.map(async (name) => `${name} ${(await new CertificateStore(new FileStorage(path.join(dir, 'certs'))).loadCertificate(issuer, name))!.leaf.serialNumber}`),
     );
     expect(await serialsOn(12)).toEqual(new Set(stored));
   });

@@ -13,7 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { LocalCa } from '../../src/control/issuers/local-ca';
 import { silentLogger } from '../../src/observe/log';
-import { FileStore } from '../../src/store/fs-store';
+import { FileStorage } from '../../src/store/file-storage';
 
 export const PEBBLE = '/usr/bin/pebble';
 export const CHALLTESTSRV = '/usr/bin/pebble-challtestsrv';
@@ -143,7 +143,7 @@ async function kill(proc: Proc): Promise<void> {
  * crypto only), written under `dir`; `caRootsFile` verifies it.
  */
 export async function pebbleTls(dir: string): Promise<{ certFile: string; keyFile: string; caRootsFile: string }> {
-  const ca = await LocalCa.open(new FileStore(path.join(dir, 'ca')), silentLogger);
+  const ca = await LocalCa.open(new FileStorage(path.join(dir, 'ca')), silentLogger);
   const api = await ca.issue(['localhost', '127.0.0.1'], 24 * 3600_000);
   const certFile = path.join(dir, 'pebble.crt');
   const keyFile = path.join(dir, 'pebble.key');

@@ -3,7 +3,7 @@
 //
 //   node proc-lock-holder.js '{"storage":S,"keys":[K, …]}'
 //
-// Acquires every key through StorageLocks (src/store/lock.ts, compiled on require by swc-register.js
+// Acquires every key through FileLocker (src/store/file-lock.ts, compiled on require by swc-register.js
 // like test/support/proc-lock.js does), prints "ACQUIRED <pid>", then obeys stdin, one command a
 // line:
 //   release <key>   releases that lock and prints "RELEASED <key>" (the process keeps running)
@@ -13,15 +13,15 @@
 
 require('./swc-register');
 
-const { StorageLocks } = require('../../src/store/lock.ts');
+const { FileLocker } = require('../../src/store/file-lock.ts');
 
 const task = JSON.parse(process.argv[2] ?? '{}');
 const say = (line) => new Promise((resolve) => process.stdout.write(`${line}\n`, () => resolve()));
 
 async function main() {
-  const locks = new StorageLocks(task.storage);
+  const locks = new FileLocker(task.storage);
   const held = new Map();
-  for (const key of task.keys) held.set(key, await locks.acquire(key, `test lock holder ${process.pid}`));
+  for (const key of task.keys) held.set(key, await locks.lock(key, { purpose: `test lock holder ${process.pid}` }));
   await say(`ACQUIRED ${process.pid}`);
   setInterval(() => undefined, 60_000);
   let pending = '';

@@ -3,7 +3,7 @@
 //
 //   node proc-lock.js '<json task>'
 //
-// It runs src/store/lock.ts itself (compiled on require by swc-register.js). Tasks:
+// It runs src/store/file-lock.ts itself (compiled on require by swc-register.js). Tasks:
 //   {"mode":"hold","storage":S,"key":K,"options":{…}}
 //       acquire, print "ACQUIRED <pid>", then keep holding until killed
 //   {"mode":"loop","storage":S,"key":K,"file":F,"rounds":N,"options":{…}}
@@ -12,7 +12,7 @@
 //       acquire, print "ACQUIRED <pid>", block the event loop for M ms (no refresh can run), then
 //       print "STILLHELD <true|false>" and "LOST <true|false>" (onLost seen), release, exit 0
 //   {"mode":"take","storage":S,"key":K,"file":F,"dir":D,"rounds":N}
-//       for each round r: wait for the file D/round-<r>, tryAcquire once; when it got the lock append
+//       for each round r: wait for the file D/round-<r>, tryLock once; when it got the lock append
 //       "start <pid>", sleep 20 ms, append "end <pid>" (or "end-lost <pid>" when stillHeld() is
 //       false), release; then create D/done-<r>-<pid>
 //   {"mode":"exit","storage":S,"key":K}
@@ -22,7 +22,7 @@ const fs = require('node:fs');
 
 require('./swc-register');
 
-const { StorageLocks } = require('../../src/store/lock.ts');
+const { FileLocker } = require('../../src/store/file-lock.ts');
 
 const task = JSON.parse(process.argv[2] ?? '{}');
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -30,17 +30,17 @@ const say = (line) => new Promise((resolve) => process.stdout.write(`${line}\n`,
 
 async function main() {
   let lost = false;
-  const locks = new StorageLocks(task.storage, { ...task.options, onLost: () => (lost = true) });
+  const locks = new FileLocker(task.storage, { ...task.options, onLost: () => (lost = true) });
   switch (task.mode) {
     case 'hold': {
-      await locks.acquire(task.key, `hold by ${process.pid}`);
+      await locks.lock(task.key, { purpose: `hold by ${process.pid}` });
       await say(`ACQUIRED ${process.pid}`);
       setInterval(() => undefined, 60_000);
       return;
     }
     case 'loop': {
       for (let i = 0; i < task.rounds; i++) {
-        const lock = await locks.acquire(task.key, `loop by ${process.pid}`);
+        const lock = await locks.lock(task.key, { purpose: `loop by ${process.pid}` });
         fs.appendFileSync(task.file, `start ${process.pid}\n`);
         await sleep(50);
         fs.appendFileSync(task.file, `end ${process.pid}\n`);
@@ -49,7 +49,7 @@ async function main() {
       return;
     }
     case 'hang': {
-      const lock = await locks.acquire(task.key, `hang by ${process.pid}`);
+      const lock = await locks.lock(task.key, { purpose: `hang by ${process.pid}` });
       await say(`ACQUIRED ${process.pid}`);
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, task.ms);
       await say(`STILLHELD ${await lock.stillHeld()}`);
@@ -60,7 +60,7 @@ async function main() {
     case 'take': {
       for (let r = 0; r < task.rounds; r++) {
         while (!fs.existsSync(`${task.dir}/round-${r}`)) await sleep(1);
-        const lock = await locks.tryAcquire(task.key, `take by ${process.pid}`);
+        const lock = await locks.tryLock(task.key, { purpose: `take by ${process.pid}` });
         if (lock !== null) {
           fs.appendFileSync(task.file, `start ${process.pid}\n`);
           await sleep(20);
@@ -72,7 +72,7 @@ async function main() {
       return;
     }
     case 'exit': {
-      await locks.acquire(task.key, `exit by ${process.pid}`);
+      await locks.lock(task.key, { purpose: `exit by ${process.pid}` });
       await say(`ACQUIRED ${process.pid}`);
       process.exit(0);
     }

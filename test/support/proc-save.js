@@ -4,18 +4,19 @@
 //   node proc-save.js <storage> <issuer> <name> <pairs.json>
 //
 // pairs.json is [{ certPem, keyPem, serial }, …]. The child saves them over each other in a loop
-// (printing "SAVING" once) until it is killed. src/store/fs-store.ts is compiled on require by
-// swc-register.js.
+// (printing "SAVING" once) until it is killed. src/store/certificate-store.ts is compiled on require
+// by swc-register.js.
 'use strict';
 const fs = require('node:fs');
 
 require('./swc-register');
 
-const { FileStore } = require('../../src/store/fs-store.ts');
+const { CertificateStore } = require('../../src/store/certificate-store.ts');
+const { FileStorage } = require('../../src/store/file-storage.ts');
 
 const [storage, issuer, name, pairsFile] = process.argv.slice(2);
 const pairs = JSON.parse(fs.readFileSync(pairsFile, 'utf8'));
-const store = new FileStore(storage);
+const store = new CertificateStore(new FileStorage(storage));
 
 async function main() {
   process.stdout.write('SAVING\n');

@@ -15,7 +15,7 @@ import {
 } from '../../src/control/ari';
 import { LocalCa } from '../../src/control/issuers/local-ca';
 import { silentLogger } from '../../src/observe/log';
-import { FileStore } from '../../src/store/fs-store';
+import { FileStorage } from '../../src/store/file-storage';
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
@@ -193,7 +193,7 @@ withOpenssl('ariCertId on real certificates, cross-checked with openssl', () => 
   });
 
   it("matches openssl for a leaf of the project's local CA (AKI = the root's SKI)", async () => {
-    const ca = await LocalCa.open(new FileStore(path.join(dir, 'ca')), silentLogger);
+    const ca = await LocalCa.open(new FileStorage(path.join(dir, 'ca')), silentLogger);
     const issued = await ca.issue(['a.test'], HOUR);
     const file = path.join(dir, 'leaf.crt');
     fs.writeFileSync(file, issued.certPem);

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { LocalCa } from '../../src/control/issuers/local-ca';
 import { judgeHandshake } from '../../src/doctor/chain';
 import { silentLogger } from '../../src/observe/log';
-import { FileStore } from '../../src/store/fs-store';
+import { FileStorage } from '../../src/store/file-storage';
 
 const DAY = 86_400_000;
 let dir: string;
@@ -15,7 +15,7 @@ let ipLeaf: X509Certificate;
 
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'matrix-edge-doctor-chain-'));
-  const ca = await LocalCa.open(new FileStore(dir), silentLogger);
+  const ca = await LocalCa.open(new FileStorage(dir), silentLogger);
   root = new X509Certificate(ca.rootPem);
   leaf = new X509Certificate((await ca.issue(['matrix.example.com'], DAY)).certPem);
   ipLeaf = new X509Certificate((await ca.issue(['127.0.0.1'], DAY)).certPem);

@@ -1,4 +1,5 @@
-import { lockKeyForName, lockStaleness, parseLockFile, type LockFileContent, type StalenessInput } from '../../src/store/lock';
+import { issueLockKey } from '../../src/store/keys';
+import { lockStaleness, parseLockFile, type LockFileContent, type StalenessInput } from '../../src/store/lock-file';
 
 const NOW = Date.parse('2025-01-01T00:00:00Z');
 
@@ -79,29 +80,29 @@ describe('parseLockFile', () => {
   });
 });
 
-describe('lockKeyForName', () => {
+describe('issueLockKey', () => {
   it('builds a path-safe key', () => {
-    expect(lockKeyForName('acme-v02.api.letsencrypt.org-directory', 'matrix.example.com')).toBe(
+    expect(issueLockKey('acme-v02.api.letsencrypt.org-directory', 'matrix.example.com')).toBe(
       'issue_cert_acme-v02.api.letsencrypt.org-directory_matrix.example.com',
     );
-    expect(lockKeyForName('local', '*.example.com')).toBe('issue_cert_local_wildcard_.example.com');
-    expect(lockKeyForName('local', '2001:db8::1')).toBe('issue_cert_local_2001-db8--1');
+    expect(issueLockKey('local', '*.example.com')).toBe('issue_cert_local_wildcard_.example.com');
+    expect(issueLockKey('local', '2001:db8::1')).toBe('issue_cert_local_2001-db8--1');
   });
 
   it('rejects names and issuers that could leave the locks directory', () => {
-    expect(() => lockKeyForName('local', '../etc')).toThrow(/invalid certificate name/);
-    expect(() => lockKeyForName('local', 'a/b.example.com')).toThrow(/invalid certificate name/);
-    expect(() => lockKeyForName('../x', 'example.com')).toThrow(/invalid issuer id/);
-    expect(() => lockKeyForName('a/b', 'example.com')).toThrow(/invalid issuer id/);
-    expect(() => lockKeyForName('a..b', 'example.com')).toThrow(/invalid issuer id/);
+    expect(() => issueLockKey('local', '../etc')).toThrow(/invalid certificate name/);
+    expect(() => issueLockKey('local', 'a/b.example.com')).toThrow(/invalid certificate name/);
+    expect(() => issueLockKey('../x', 'example.com')).toThrow(/invalid issuer id/);
+    expect(() => issueLockKey('a/b', 'example.com')).toThrow(/invalid issuer id/);
+    expect(() => issueLockKey('a..b', 'example.com')).toThrow(/invalid issuer id/);
   });
 
   it('keeps long keys short enough for a file name, and distinct', () => {
     const label = 'a'.repeat(63);
     const long1 = `${label}.${label}.${label}.${'b'.repeat(61)}`;
     const long2 = `${label}.${label}.${label}.${'c'.repeat(61)}`;
-    const k1 = lockKeyForName('local', long1);
-    const k2 = lockKeyForName('local', long2);
+    const k1 = issueLockKey('local', long1);
+    const k2 = issueLockKey('local', long2);
     expect(k1.length).toBeLessThanOrEqual(200);
     expect(k1).not.toBe(k2);
   });

@@ -33,8 +33,8 @@ import type { Logger } from '../../observe/log';
 import type { ControlToData, Send } from '../../plane/messages';
 import { errorMessage } from '../../errors';
 import { parseCertificateChain } from '../../pki/pem';
-import type { FileStore } from '../../store/fs-store';
-import { StorageLocks } from '../../store/lock';
+import { accountKeys, accountLockKey, acmeIssuerId } from '../../store/keys';
+import type { Storage } from '../../store/storage';
 import { ariCertId, parseRenewalInfo, retryAfterMs, type RenewalWindow } from '../ari';
 import type { IssueOptions, Issuer, RenewalAdvice } from '../managed-source';
 
@@ -55,7 +55,7 @@ export interface AcmeIssuerOptions {
   readonly challenges?: readonly ChallengeType[];
   /** Key type of certificate keys (default p256). */
   readonly keyType?: KeyType;
-  readonly store: FileStore;
+  readonly storage: Storage;
   /** Where challenge answers go: the data plane (every worker). */
   readonly send: Send<ControlToData>;
   readonly log: Logger;
@@ -205,48 +205,6 @@ function problemIn(status: number, contentType: string, data: unknown): Problem 
   return null;
 }
 
-/**
- * The storage key of a CA, as CertMagic derives it: host (with port) + path, '/' → '-', made safe
- * as a path part and lower-cased, e.g. `acme-v02.api.letsencrypt.org-directory`, `127.0.0.1-14000-dir`.
- */
-export function acmeIssuerId(directory: string): string {
-  let key = directory;
-  try {
-    const u = new URL(directory);
-    key = u.host;
-    const p = u.pathname.replace(/[/\\]/g, '-').replace(/^-+|-+$/g, '');
-    if (p !== '') key += `-${p}`;
-  } catch {
-    // Not a URL: use the text itself, made safe below.
-  }
-  const safe = safeKey(key).replace(/^[^a-z0-9]+/, '');
-  if (safe === '') throw new Error(`cannot derive a storage key from the ACME directory ${JSON.stringify(directory)}`);
-  return safe;
-}
-
-/** CertMagic's StorageKeys.Safe: lower case, '+' → '_plus_', '*' → 'wildcard_', ':' → '-', '..' removed, only [\w@.-] kept. */
-export function safeKey(text: string): string {
-  return text
-    .trim()
-    .toLowerCase()
-    .replace(/ /g, '_')
-    .replace(/\+/g, '_plus_')
-    .replace(/\*/g, 'wildcard_')
-    .replace(/:/g, '-')
-    .replace(/\.\./g, '')
-    .replace(/[^\w@.-]/g, '');
-}
-
-/** Storage-relative paths of an account's key and metadata (CertMagic's layout). */
-export function accountPaths(issuerId: string, email: string | null): { key: string; meta: string } {
-  const who = email === null || email === '' ? 'default' : email;
-  const at = who.indexOf('@');
-  const username = at === -1 ? who : at === 0 ? who.slice(1) : who.slice(0, at);
-  const dir = `acme/${issuerId}/users/${safeKey(who) || 'default'}`;
-  const base = safeKey(username) || 'default';
-  return { key: `${dir}/${base}.key`, meta: `${dir}/${base}.json` };
-}
-
 interface Account {
   readonly client: acme.Client;
   readonly url: string;
@@ -306,7 +264,7 @@ export class AcmeIssuer implements Issuer {
       // The CA forgot the stored account (a reset staging or test CA): register the stored key again.
       if (!(err instanceof AcmeError) || err.problemType !== 'accountDoesNotExist') throw err;
       this.options.log.warn({ issuer: this.id, err: err.message }, 'the CA does not know the stored ACME account; registering it again');
-      await this.options.store.writeFile(accountPaths(this.id, this.options.email).meta, '{}\n', { secret: false });
+      await this.options.storage.store(accountKeys(this.id, this.options.email).meta, '{}\n', { secret: false });
       this.account = null;
       return this.issueOnce(names, options);
     }
@@ -508,10 +466,9 @@ export class AcmeIssuer implements Issuer {
    * accounts (and never store one account's key beside the other's URL).
    */
   private async loadOrCreateAccount(): Promise<Account> {
-    const paths = accountPaths(this.id, this.options.email);
-    const key = `acme_account_${paths.meta.replace(/\.json$/, '').replace(/\//g, '_')}`.slice(0, 200);
+    const paths = accountKeys(this.id, this.options.email);
     acmeLibrary(); // loaded first (≈ 0.3 s), not while other processes wait on the lock
-    const lock = await new StorageLocks(this.options.store.root).acquire(key, 'ACME account registration');
+    const lock = await this.options.storage.lock(accountLockKey(this.id, this.options.email), { purpose: 'ACME account registration' });
     try {
       return await this.loadOrCreateAccountLocked(paths);
     } finally {
@@ -520,18 +477,18 @@ export class AcmeIssuer implements Issuer {
   }
 
   private async loadOrCreateAccountLocked(paths: { key: string; meta: string }): Promise<Account> {
-    const { store, email, log } = this.options;
-    const storedKey = await store.readFile(paths.key);
+    const { storage, email, log } = this.options;
+    const storedKey = await storage.load(paths.key);
     let accountKey: string;
     if (storedKey === null) {
       accountKey = await generateCertificateKey('p256');
       // The key first: an interrupted registration finds the same account again with it.
-      await store.writeFile(paths.key, accountKey, { secret: true });
+      await storage.store(paths.key, accountKey, { secret: true });
     } else {
       accountKey = storedKey.toString('utf8');
     }
 
-    const stored = storedKey === null ? null : await readAccountMeta(store, paths.meta);
+    const stored = storedKey === null ? null : await readAccountMeta(storage, paths.meta);
     const clientOptions: acme.ClientOptions = {
       directoryUrl: this.options.directory,
       accountKey,
@@ -561,7 +518,7 @@ export class AcmeIssuer implements Issuer {
       termsOfServiceAgreed: true,
       location: url,
     };
-    await store.writeFile(paths.meta, JSON.stringify(meta, null, 2) + '\n', { secret: false });
+    await storage.store(paths.meta, JSON.stringify(meta, null, 2) + '\n', { secret: false });
     log.info(
       {
         issuer: this.id,
@@ -569,7 +526,7 @@ export class AcmeIssuer implements Issuer {
         account: url,
         email,
         termsOfService: terms ?? null,
-        key: store.resolve(paths.key),
+        key: storage.describe(paths.key),
         reusedKey: storedKey !== null,
       },
       storedKey === null
@@ -597,8 +554,8 @@ export class AcmeIssuer implements Issuer {
   }
 }
 
-async function readAccountMeta(store: FileStore, rel: string): Promise<{ location?: string } | null> {
-  const raw = await store.readFile(rel);
+async function readAccountMeta(storage: Storage, key: string): Promise<{ location?: string } | null> {
+  const raw = await storage.load(key);
   if (raw === null) return null;
   try {
     const parsed: unknown = JSON.parse(raw.toString('utf8'));

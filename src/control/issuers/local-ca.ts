@@ -21,12 +21,10 @@ import type { Logger } from '../../observe/log';
 import { systemClock, type Clock } from '../clock';
 import { parseCertificateChain, parsePrivateKey } from '../../pki/pem';
 import { checkKeyMatches } from '../../pki/x509';
-import type { FileStore } from '../../store/fs-store';
+import { LOCAL_CA_KEYS } from '../../store/keys';
+import type { Storage } from '../../store/storage';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
-
-export const ROOT_CERT_REL = 'pki/authorities/local/root.crt';
-export const ROOT_KEY_REL = 'pki/authorities/local/root.key';
 
 const MINUTE = 60_000;
 const DAY = 24 * 60 * MINUTE;
@@ -42,7 +40,7 @@ export interface IssuedCertificate {
 }
 
 export class LocalCa {
-  /** Absolute path of the root certificate PEM: what testers add to their trust store. */
+  /** Where the root certificate PEM is (its path in the file storage): what testers add to their trust store. */
   readonly rootPemPath: string;
   readonly rootPem: string;
   readonly root: X509Certificate;
@@ -60,22 +58,22 @@ export class LocalCa {
     this.root = new X509Certificate(rootPem);
   }
 
-  /** Loads the root from the store, or creates it (once) when there is none. */
-  static async open(store: FileStore, log: Logger, clock: Clock = systemClock): Promise<LocalCa> {
-    const certPath = store.resolve(ROOT_CERT_REL);
-    const keyPath = store.resolve(ROOT_KEY_REL);
+  /** Loads the root from the storage, or creates it (once) when there is none. */
+  static async open(storage: Storage, log: Logger, clock: Clock = systemClock): Promise<LocalCa> {
+    const certPath = storage.describe(LOCAL_CA_KEYS.cert);
+    const keyPath = storage.describe(LOCAL_CA_KEYS.key);
     let certPem: string;
     let keyPem: string;
-    const existing = await store.readFile(ROOT_CERT_REL);
+    const existing = await storage.load(LOCAL_CA_KEYS.cert);
     if (existing === null) {
       ({ certPem, keyPem } = await createRoot(clock.now()));
       // Key first: an interrupted creation leaves a key without a certificate, which is redone.
-      await store.writeFile(ROOT_KEY_REL, keyPem, { secret: true });
-      await store.writeFile(ROOT_CERT_REL, certPem, { secret: false });
+      await storage.store(LOCAL_CA_KEYS.key, keyPem, { secret: true });
+      await storage.store(LOCAL_CA_KEYS.cert, certPem, { secret: false });
       log.info({ root: certPath }, 'created the local CA root certificate');
     } else {
       certPem = existing.toString('utf8');
-      const key = await store.readFile(ROOT_KEY_REL);
+      const key = await storage.load(LOCAL_CA_KEYS.key);
       if (key === null) throw new Error(`local CA root ${certPath} has no private key: ${keyPath} is missing`);
       keyPem = key.toString('utf8');
     }
