@@ -5,7 +5,7 @@
  */
 import type { Plan } from './config/plan';
 import { askEdge, type ControlAnswer } from './control/control-socket';
-import { ManagedSource, type AttemptResult, type NameStatus } from './control/managed-source';
+import type { AttemptResult, NameStatus } from './control/source';
 import { describeRenewal } from './control/renewal';
 import { startEdge } from './edge';
 import { createPlanLogger } from './observe/log';
@@ -171,9 +171,9 @@ export async function renewCertificates(plan: Plan, options: { names: readonly s
     return 1;
   }
   try {
-    const source = edge.certificates;
-    if (!(source instanceof ManagedSource)) return 1;
-    return printResults(await source.renewNow(options.names, options.force));
+    const managed = edge.certificates.managed;
+    if (managed === null) return 1;
+    return printResults(await managed.renewNow(options.names, options.force));
   } finally {
     await edge.stop(0);
     log.flush();

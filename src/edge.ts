@@ -8,19 +8,18 @@ import { loadConfigFile } from './config/load';
 import type { Plan } from './config/plan';
 import { ControlSocket, type ReloadOutcome } from './control/control-socket';
 import { systemClock, type Clock } from './control/clock';
-import { ManagedSource } from './control/managed-source';
 import { startOperations, type Operations, type OperationsOptions } from './control/operations';
 import { decideReload } from './control/reload';
 import { rotateTicketKeys } from './control/ticket-keys';
 import { createCertificateSource, type CertificateSourceSetup, type CertificateTiming } from './control/sources';
-import type { CertificateSource } from './control/source';
+import type { CertificateSource, ManagedCertificates } from './control/source';
 import { WorkerPool } from './control/workers';
 import type { BoundListener } from './data/data-plane';
 import type { Logger } from './observe/log';
 import { descriptorsNeeded, descriptorWarning, openFilesLimit } from './observe/fd-limit';
 import { EdgeMetrics } from './observe/metrics';
 import type { CertificateMaterial, ControlToData, DataPlaneStats } from './plane/messages';
-import { errorMessage } from './errors';
+import { errorMessage, ME_NOT_MANAGED } from './errors';
 import { FileStorage } from './store/file-storage';
 import { securePrivateRoot } from './store/private-dir';
 import type { Storage } from './store/storage';
@@ -31,7 +30,7 @@ export interface RunningEdge {
   readonly plan: Plan;
   /** Lines worth telling the operator at start (e.g. where the local CA's root is). */
   readonly notes: readonly string[];
-  /** The certificate source in effect (ACME/local CA: a ManagedSource with status and renewNow). */
+  /** The certificate source in effect (ACME/local CA: `managed` has status and renewNow). */
   readonly certificates: CertificateSource;
   /** Data-plane worker processes (1: the data plane runs in this process). */
   readonly workers: number;
@@ -201,9 +200,9 @@ export async function startEdge(initialPlan: Plan, log: Logger, options: EdgeOpt
     };
 
     if (options.controlSocket !== false) {
-      const managed = (): ManagedSource => {
-        if (source instanceof ManagedSource) return source;
-        throw new Error(`certificates come from tls.${plan.tls.issuer}: there is no renewal state here`);
+      const managed = (): ManagedCertificates => {
+        if (source.managed !== null) return source.managed;
+        throw new ME_NOT_MANAGED(plan.tls.issuer);
       };
       control = await ControlSocket.open(
         plan.storage,

@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import type { Logger } from '../observe/log';
 import { errorMessage } from '../errors';
 import { securePrivateRoot } from '../store/private-dir';
-import type { AttemptResult, NameStatus } from './managed-source';
+import type { AttemptResult, NameStatus } from './source';
 
 export type ControlRequest =
   | { readonly cmd: 'status' }

@@ -60,6 +60,8 @@ interface FileState {
 
 export class FilesSource implements CertificateSource {
   readonly id = 'files';
+  /** Renewed by whatever writes the files, not here. */
+  readonly managed = null;
   private readonly options: FilesSourceOptions;
   private readonly clock: Clock;
   private readonly log: Logger;

@@ -28,40 +28,8 @@ import type { HeldLock, Locker } from '../store/storage';
 import { chooseRenewalTime, type RenewalWindow } from './ari';
 import { systemClock, type Clock, type Timer } from './clock';
 import { describeRenewal, expiryWarning, retryDelay, RETRY_BASE_MS } from './renewal';
-import type { CertificateSource } from './source';
-
-export interface IssueOptions {
-  /** The certificate being renewed (ACME `replaces`), when there is one. */
-  readonly replacing?: X509Certificate | null;
-}
-
-/** A CA's suggested renewal window for one certificate, and when to ask again. */
-export interface RenewalAdvice {
-  readonly window: RenewalWindow;
-  readonly retryAfterMs: number;
-}
-
-export interface Issuer {
-  /** Storage key (`certificates/<id>/…`) and log label, e.g. "local". */
-  readonly id: string;
-  issue(names: string[], options?: IssueOptions): Promise<{ certPem: string; keyPem: string }>;
-  /** The CA's renewal window for `leaf` (ARI); null when the CA offers none. Throws when it cannot be asked. */
-  renewalInfo?(leaf: X509Certificate): Promise<RenewalAdvice | null>;
-  /** Have `observer` told how long each HTTP request to the CA took (for the latency metric). */
-  observeRequests?(observer: (seconds: number) => void): void;
-}
-
-/** What a ManagedSource tells its listeners (metrics, alerts). */
-export type ManagedSourceEvent =
-  /** One certificate request to one issuer ended (a name's attempt asks the primary, then each fallback). */
-  | { readonly type: 'request'; readonly name: string; readonly issuer: string; readonly ok: true }
-  | { readonly type: 'request'; readonly name: string; readonly issuer: string; readonly ok: false; readonly errorType: IssueErrorType; readonly error: string }
-  /** A name's attempt failed with every issuer: `failures` in a row so far; `notAfter` (ms) of what is still served. */
-  | { readonly type: 'failed'; readonly name: string; readonly failures: number; readonly error: string; readonly notAfter: number | null }
-  /** One HTTP request to an issuer's CA took `seconds`. */
-  | { readonly type: 'ca-request'; readonly issuer: string; readonly seconds: number };
-
-export type ManagedSourceListener = (event: ManagedSourceEvent) => void;
+import type { Issuer } from './issuer';
+import type { AttemptResult, CertificateEvent, CertificateListener, CertificateSource, ManagedCertificates, NameStatus } from './source';
 
 export interface ManagedSourceOptions {
   /** Names to keep a certificate for (one certificate each), e.g. plan.names. */
@@ -115,27 +83,6 @@ interface NameState {
   readonly seen: Map<string, number>;
 }
 
-export interface AttemptResult {
-  readonly name: string;
-  readonly ok: boolean;
-  /** Serial of the certificate served after the attempt. */
-  readonly serial: string | null;
-  /** renewed: a new order; stored: another process had renewed it; not-due: left alone; failed. */
-  readonly outcome: 'renewed' | 'stored' | 'not-due' | 'failed';
-  readonly error: string | null;
-}
-
-export interface NameStatus {
-  readonly name: string;
-  readonly issuer: string | null;
-  readonly serial: string | null;
-  readonly notAfter: string | null;
-  readonly nextRenewal: string | null;
-  readonly nextReason: string | null;
-  readonly failures: number;
-  readonly lastError: string | null;
-}
-
 interface FailedRequest {
   readonly issuer: string;
   readonly error: string;
@@ -146,7 +93,7 @@ interface FailedRequest {
 
 const ARI_RETRY_ON_ERROR_MS = 60 * 60 * 1000;
 
-export class ManagedSource implements CertificateSource {
+export class ManagedSource implements CertificateSource, ManagedCertificates {
   readonly id: string;
   private readonly names: readonly string[];
   private readonly store: CertificateStore;
@@ -163,7 +110,7 @@ export class ManagedSource implements CertificateSource {
   private install: ((material: CertificateMaterial) => void) | null = null;
   private pollTimer: Timer | null = null;
   private readyWaiters: Array<() => void> = [];
-  private readonly listeners = new Set<ManagedSourceListener>();
+  private readonly listeners = new Set<CertificateListener>();
   private stopped = false;
 
   constructor(options: ManagedSourceOptions) {
@@ -184,13 +131,17 @@ export class ManagedSource implements CertificateSource {
     }
   }
 
-  /** Be told about requests, failures and CA latency (see ManagedSourceEvent). Returns the unsubscribe. */
-  on(listener: ManagedSourceListener): () => void {
+  get managed(): ManagedCertificates {
+    return this;
+  }
+
+  /** Be told about requests, failures and CA latency (see CertificateEvent). Returns the unsubscribe. */
+  on(listener: CertificateListener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
 
-  private emit(event: ManagedSourceEvent): void {
+  private emit(event: CertificateEvent): void {
     for (const listener of this.listeners) {
       try {
         listener(event);

@@ -1,6 +1,6 @@
 /**
  * Operating the edge, on the control plane: the admin listener (metrics, health) and alerts, fed
- * by what the certificate source reports (ManagedSource events: requests, failures, CA latency)
+ * by what the certificate source reports (managed certificates' events: requests, failures, CA latency)
  * and by every certificate handed to the data plane.
  */
 import { X509Certificate } from 'node:crypto';
@@ -14,8 +14,7 @@ import { certificateProblems, poolProblems, UpstreamProbe, type CertificateFacts
 import type { CertificateMaterial, DataPlaneStats } from '../plane/messages';
 import { errorMessage } from '../errors';
 import type { Clock } from './clock';
-import { ManagedSource, type ManagedSourceEvent } from './managed-source';
-import type { CertificateSource } from './source';
+import type { CertificateEvent, CertificateSource } from './source';
 
 /** Timing of alerts and of the upstream probe (tests shorten them; production uses the defaults). */
 export interface OperationsOptions {
@@ -49,7 +48,7 @@ export async function startOperations(setup: OperationsSetup): Promise<Operation
   const { metrics, log, clock, options = {} } = setup;
   let { plan, source } = setup;
   const installed = new Map<string, CertificateFacts>();
-  let managed = source instanceof ManagedSource ? source : null;
+  let managed = source.managed;
 
   metrics.certificates = () => {
     const status = new Map((managed?.status() ?? []).map((s) => [s.name, s]));
@@ -63,7 +62,7 @@ export async function startOperations(setup: OperationsSetup): Promise<Operation
 
   const alerting =
     plan.alerts === null ? null : Alerting.create(plan.alerts, await accessToken(plan.alerts.target), log.child({ component: 'alerts' }), clock, options.alerts);
-  const onEvent = (event: ManagedSourceEvent): void => {
+  const onEvent = (event: CertificateEvent): void => {
     if (event.type === 'request') {
       metrics.issueAttempt(event.issuer);
       if (!event.ok) metrics.issueFailure(event.issuer, event.errorType);
@@ -114,7 +113,7 @@ export async function startOperations(setup: OperationsSetup): Promise<Operation
       if (nextSource !== source) {
         unsubscribe?.();
         source = nextSource;
-        managed = source instanceof ManagedSource ? source : null;
+        managed = source.managed;
         unsubscribe = managed?.on(onEvent) ?? null;
       }
       if (JSON.stringify(next.upstreams[0]) !== JSON.stringify(plan.upstreams[0])) probe = upstreamProbe(next);

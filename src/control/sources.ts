@@ -10,9 +10,10 @@ import { FileStorage } from '../store/file-storage';
 import type { Storage } from '../store/storage';
 import { systemClock, type Clock } from './clock';
 import { FilesSource } from './files-source';
-import { AcmeIssuer } from './issuers/acme';
+import { AcmeIssuer, alpnCertificate } from './issuers/acme';
 import { LocalCa } from './issuers/local-ca';
 import { ManagedSource } from './managed-source';
+import { planeSolvers } from './solver';
 import type { CertificateSource } from './source';
 
 /** Timing knobs of managed certificates (tests shorten them; production uses the defaults). */
@@ -78,6 +79,7 @@ export async function createCertificateSource(
       if (acme === null) throw new Error('tls.issuer is acme but the plan has no acme section');
       if (send === undefined) throw new Error('tls.issuer acme needs a channel to the data plane for challenge answers');
       const store = new CertificateStore(storage);
+      const solvers = planeSolvers(send, alpnCertificate);
       const issuers: AcmeIssuer[] = [];
       for (const ca of [acme, ...acme.fallbacks]) {
         const issuer = await AcmeIssuer.create({
@@ -89,7 +91,7 @@ export async function createCertificateSource(
           challenges: acme.challenges,
           keyType: acme.keyType,
           storage,
-          send,
+          solvers,
           log: log.child({ issuer: 'acme' }),
         });
         if (issuers.some((i) => i.id === issuer.id)) throw new Error(`acme.fallback lists ${ca.directory} twice (or the primary CA again)`);

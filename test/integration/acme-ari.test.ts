@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ariCertId } from '../../src/control/ari';
 import { acmeIssuerId } from '../../src/store/keys';
-import type { ManagedSource, NameStatus } from '../../src/control/managed-source';
+import type { ManagedCertificates, NameStatus } from '../../src/control/source';
 import type { EdgeOptions } from '../../src/edge';
 import { startAcmeFront, type AcmeFront, type RecordedOrder, type RenewalInfoAnswer } from '../support/acme-front';
 import { startTestEdge, tempDir, type TestEdge } from '../support/edge';
@@ -76,7 +76,7 @@ run('ARI and profiles through the edge, against Pebble behind the front', () => 
     ].join('\n');
   }
 
-  async function start(name: string, directory: string, opts: { profile?: string; clock?: EdgeOptions['clock'] } = {}): Promise<ManagedSource> {
+  async function start(name: string, directory: string, opts: { profile?: string; clock?: EdgeOptions['clock'] } = {}): Promise<ManagedCertificates> {
     dir = tempDir('matrix-edge-ari-');
     edge = await startTestEdge(yaml(name, directory, opts.profile), {
       dir,
@@ -86,10 +86,10 @@ run('ARI and profiles through the edge, against Pebble behind the front', () => 
         timing: { storePollMs: 0, retryBaseMs: 10 * 60_000, random: () => 0.5 },
       },
     });
-    return edge.edge.certificates as ManagedSource;
+    return edge.edge.certificates.managed!;
   }
 
-  const statusOf = (source: ManagedSource, name: string): NameStatus => source.status().find((s) => s.name === name)!;
+  const statusOf = (source: ManagedCertificates, name: string): NameStatus => source.status().find((s) => s.name === name)!;
   const ordersFor = (front: AcmeFront, name: string): RecordedOrder[] =>
     front.orders.filter((o) => o.identifiers.some((i) => i.value === name));
   const storedFile = (directory: string, name: string, ext: 'crt' | 'json'): string =>

@@ -6,11 +6,12 @@
 import { X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { AcmeError, AcmeIssuer } from '../../src/control/issuers/acme';
+import { AcmeError, AcmeIssuer, alpnCertificate } from '../../src/control/issuers/acme';
+import { planeSolvers } from '../../src/control/solver';
 import { accountKeys, acmeIssuerId } from '../../src/store/keys';
 import { silentLogger } from '../../src/observe/log';
 import type { ControlToData } from '../../src/plane/messages';
-import type { ManagedSource } from '../../src/control/managed-source';
+import type { ManagedCertificates } from '../../src/control/source';
 import { FileStorage } from '../../src/store/file-storage';
 import { startTestEdge, tempDir, type TestEdge } from '../support/edge';
 import { freePort, pebbleInstalled, startPebble, type RunningPebble } from '../support/pebble';
@@ -63,7 +64,7 @@ run('ACME HTTP-01 against Pebble', () => {
     edge = await startTestEdge(yaml, { dir, keepPorts: true });
     // The listeners are up before any certificate: issuance runs in the background.
     const listening = Date.now();
-    await (edge.edge.certificates as ManagedSource).whenReady();
+    await edge.edge.certificates.managed!.whenReady();
     console.log(`HTTP-01: listeners up ${listening - started} ms after start; both certificates installed after ${Date.now() - started} ms`);
     const firstLogs = edge.logs;
     expect(edge.httpsPorts).toEqual([httpsPort]);
@@ -151,7 +152,7 @@ run('ACME HTTP-01 against Pebble', () => {
       email: null,
       caRoots: [pebble.caRootsFile],
       storage: new FileStorage(path.join(dir, 'certs')),
-      send: (m) => sent.push(m),
+      solvers: planeSolvers((m) => sent.push(m), alpnCertificate),
       log: silentLogger,
     });
     const failure = await issuer.issue([SERVER_NAME]).then(

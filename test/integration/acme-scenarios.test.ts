@@ -24,7 +24,7 @@ import * as path from 'node:path';
 import * as tls from 'node:tls';
 import * as acme from 'acme-client';
 import { acmeIssuerId } from '../../src/store/keys';
-import type { ManagedSource, NameStatus } from '../../src/control/managed-source';
+import type { ManagedCertificates, NameStatus } from '../../src/control/source';
 import { CertificateStore } from '../../src/store/certificate-store';
 import { FileStorage } from '../../src/store/file-storage';
 import type { EdgeOptions } from '../../src/edge';
@@ -92,7 +92,7 @@ function acmeYaml(o: { https: readonly number[]; http: number | null; pebble: { 
   ].join('\n');
 }
 
-const source = (edge: TestEdge): ManagedSource => edge.edge.certificates as ManagedSource;
+const source = (edge: TestEdge): ManagedCertificates => edge.edge.certificates.managed!;
 const byMsg = (logs: readonly Log[], msg: string): Log[] => logs.filter((l) => l.msg === msg);
 
 /** `whenReady()`, bounded: rejects with the edge's status and last log lines after `ms`. */

@@ -12,7 +12,7 @@
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import type { ManagedSource } from '../../src/control/managed-source';
+import type { ManagedCertificates } from '../../src/control/source';
 import { startTestEdge, teardownAfterEach } from '../support/edge';
 import { freePort, pebbleInstalled, pebbleTls, startPebble, type RunningPebble } from '../support/pebble';
 import { waitFor } from '../support/wait';
@@ -85,7 +85,7 @@ withPebble('generic webhook: one alert per name after N failures in a row, none 
   ].join('\n');
   const edge = await startTestEdge(yaml, { dir: newDir(), keepPorts: true, edge: { timing: { retryBaseMs: 500, random: () => 0.5 } } });
   keep(edge);
-  const source = edge.edge.certificates as ManagedSource;
+  const source = edge.edge.certificates.managed!;
 
   // (Each failed attempt takes ~6 s: the protocol library's own retries.) A third failure each: still one alert per name.
   await waitFor('three failed attempts for each name', () => source.status().every((s) => s.failures >= 3), 45_000);

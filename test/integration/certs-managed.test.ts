@@ -4,7 +4,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { ManualClock } from '../../src/control/clock';
 import { LocalCa } from '../../src/control/issuers/local-ca';
-import { ManagedSource, type Issuer } from '../../src/control/managed-source';
+import type { Issuer } from '../../src/control/issuer';
+import { ManagedSource } from '../../src/control/managed-source';
 import { renewalTime } from '../../src/control/renewal';
 import { createLogger, type Logger } from '../../src/observe/log';
 import type { CertificateMaterial } from '../../src/plane/messages';
@@ -24,7 +25,7 @@ class TestIssuer implements Issuer {
     private readonly ca: LocalCa,
     private readonly lifetimeMs = LIFETIME,
   ) {}
-  async issue(names: string[]): Promise<{ certPem: string; keyPem: string }> {
+  async issue(names: readonly string[]): Promise<{ certPem: string; keyPem: string }> {
     this.calls++;
     if (this.failWith !== null) throw new Error(this.failWith);
     return this.ca.issue(names, this.lifetimeMs);

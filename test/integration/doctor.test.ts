@@ -16,7 +16,7 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { doctor, type DoctorOutcome } from '../../src/cli-doctor';
 import { acmeIssuerId } from '../../src/store/keys';
-import type { ManagedSource } from '../../src/control/managed-source';
+import type { ManagedCertificates } from '../../src/control/source';
 import type { CheckResult } from '../../src/doctor/report';
 import { startTestEdge, tempDir, type TestEdge } from '../support/edge';
 import { startHomeserver, type Homeserver } from '../support/homeserver';
@@ -108,7 +108,7 @@ run('matrix-edge doctor', () => {
     closing.push({ close: () => pebble.stop() });
     const acme = ['tls:', '  issuer: acme', 'acme:', `  ca: ${pebble.directory}`, `  ca_roots: [${JSON.stringify(pebble.caRootsFile)}]`, '  email: doctor@example.com'];
     edge = await startEdge(dir, port, httpPort, hs.url, acme);
-    await (edge.edge.certificates as ManagedSource).whenReady();
+    await edge.edge.certificates.managed!.whenReady();
     config = path.join(dir, 'matrix-edge.yaml');
     rootFile = path.join(dir, 'pebble-root.pem');
     fs.writeFileSync(rootFile, await pebble.issuingRoot());

@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { acmeIssuerId } from '../../src/store/keys';
-import type { ManagedSource } from '../../src/control/managed-source';
+import type { ManagedCertificates } from '../../src/control/source';
 import { startEdge } from '../../src/edge';
 import { createLogger } from '../../src/observe/log';
 import { planFrom, startTestEdge, teardownAfterEach, type TestEdge } from '../support/edge';
@@ -72,7 +72,7 @@ describe('admin listener (local CA)', () => {
     expect(metrics.headers['content-type']).toBe('text/plain; version=0.0.4; charset=utf-8');
     expect(metrics.headers['cache-control']).toBe('no-store');
     const leaf = (await servedChain(edge.httpsPorts[0]!, 'localhost', edge.ca)).chain[0]!;
-    const status = (edge.edge.certificates as ManagedSource).status()[0]!;
+    const status = edge.edge.certificates.managed!.status()[0]!;
     expect(metric(metrics.body, 'matrix_edge_certificate_not_after_seconds', { name: 'localhost', issuer: 'local' })).toBe(leaf.validToDate.getTime() / 1000);
     const renewIn = metric(metrics.body, 'matrix_edge_certificate_renewal_in_seconds', { name: 'localhost' })!;
     expect(Math.abs(renewIn - (Date.parse(status.nextRenewal!) - Date.now()) / 1000)).toBeLessThan(5);
@@ -178,7 +178,7 @@ withPebble('metrics and readiness through renewals (Pebble)', () => {
     // The default 60 s retry delay: no retry runs by itself while the counts are checked.
     const edge = await startTestEdge(acmeYaml(httpsPort, httpPort, upstream.url, pebble), { dir: newDir(), keepPorts: true, edge: { operations: { probe: { cacheMs: 0 } } } });
     keep(edge);
-    const source = edge.edge.certificates as ManagedSource;
+    const source = edge.edge.certificates.managed!;
     await source.whenReady();
     expect(await readyz(edge)).toEqual({ status: 200, body: { status: 'ready' } });
     let body = await scrape(edge);

@@ -5,9 +5,9 @@
  * - Account: one ECDSA P-256 key per CA + email, created once and kept in the store in CertMagic's
  *   layout (`acme/<issuer>/users/<email>/<username>.{key,json}`, the `.json` holding the account URL
  *   as `location`), so a Caddy data directory's account is reused as is.
- * - Challenges: HTTP-01 (answered by the plain-HTTP listener) and TLS-ALPN-01 (answered by the
- *   HTTPS listeners), in the configured order of preference. The answer goes to the data plane as a
- *   message before the CA is told to validate and is withdrawn afterwards, whatever the outcome.
+ * - Challenges: HTTP-01 and TLS-ALPN-01, in the configured order of preference. The solver of the
+ *   type (src/control/solver.ts) presents the answer before the CA is told to validate and cleans
+ *   it up afterwards, whatever the outcome.
  *   When an order fails on one challenge type, a new order is tried with the next type; the type
  *   that last worked for a name is tried first next time.
  * - Keys: a fresh key per certificate, of the configured type (ECDSA P-256 by default).
@@ -30,13 +30,13 @@ import { promisify } from 'node:util';
 import type * as acme from 'acme-client';
 import type { ChallengeType, KeyType } from '../../config/plan';
 import type { Logger } from '../../observe/log';
-import type { ControlToData, Send } from '../../plane/messages';
 import { errorMessage } from '../../errors';
 import { parseCertificateChain } from '../../pki/pem';
 import { accountKeys, accountLockKey, acmeIssuerId } from '../../store/keys';
 import type { Storage } from '../../store/storage';
 import { ariCertId, parseRenewalInfo, retryAfterMs, type RenewalWindow } from '../ari';
-import type { IssueOptions, Issuer, RenewalAdvice } from '../managed-source';
+import type { IssuedCertificate, IssueOptions, Issuer, RenewalAdvice } from '../issuer';
+import type { Challenge, Solver } from '../solver';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 
@@ -56,8 +56,8 @@ export interface AcmeIssuerOptions {
   /** Key type of certificate keys (default p256). */
   readonly keyType?: KeyType;
   readonly storage: Storage;
-  /** Where challenge answers go: the data plane (every worker). */
-  readonly send: Send<ControlToData>;
+  /** Who publishes the answer to each challenge type (the issuer never does itself). */
+  readonly solvers: ReadonlyMap<ChallengeType, Solver>;
   readonly log: Logger;
 }
 
@@ -172,6 +172,14 @@ function installInterceptors(acme: typeof import('acme-client')): void {
   }
 }
 
+/** The TLS-ALPN-01 validation certificate for `name` (RFC 8737), made by the ACME library. */
+export async function alpnCertificate(name: string, keyAuthorization: string): Promise<{ certPem: string; keyPem: string }> {
+  // The library reads only the identifier of the authorization.
+  const authz = { identifier: { type: isIP(name) === 0 ? 'dns' : 'ip', value: name } } as acme.Authorization;
+  const [key, cert] = await acmeLibrary().crypto.createAlpnCertificate(authz, keyAuthorization);
+  return { certPem: cert.toString(), keyPem: key.toString() };
+}
+
 /** A fresh private key (PKCS#8 PEM) of the configured type. */
 export async function generateCertificateKey(type: KeyType): Promise<string> {
   const pair =
@@ -256,7 +264,7 @@ export class AcmeIssuer implements Issuer {
     return this.run(async () => (await this.getAccount()).url);
   }
 
-  async issue(names: string[], options: IssueOptions = {}): Promise<{ certPem: string; keyPem: string }> {
+  async issue(names: readonly string[], options: IssueOptions = {}): Promise<IssuedCertificate> {
     if (names.length === 0) throw new Error('ACME: no names to issue a certificate for');
     try {
       return await this.issueOnce(names, options);
@@ -270,7 +278,7 @@ export class AcmeIssuer implements Issuer {
     }
   }
 
-  private async issueOnce(names: string[], options: IssueOptions): Promise<{ certPem: string; keyPem: string }> {
+  private async issueOnce(names: readonly string[], options: IssueOptions): Promise<IssuedCertificate> {
     return this.run(async () => {
       const { client } = await this.getAccount();
       const log = this.options.log.child({ issuer: this.id, names });
@@ -376,7 +384,7 @@ export class AcmeIssuer implements Issuer {
   /** One order, every authorization solved with `type`. */
   private async order(
     client: acme.Client,
-    names: string[],
+    names: readonly string[],
     type: ChallengeType,
     extra: Record<string, string>,
     log: Logger,
@@ -423,18 +431,11 @@ export class AcmeIssuer implements Issuer {
       const offered = authz.challenges.map((c) => c.type).join(', ') || 'none';
       throw new ChallengeFailed(`the CA offers no ${type} challenge for ${name} (offered: ${offered})`, null, type);
     }
+    const solver = this.options.solvers.get(type);
+    if (solver === undefined) throw new Error(`ACME: no solver for ${type} challenges`);
     const keyAuthorization = await client.getChallengeKeyAuthorization(challenge);
-    const { send } = this.options;
-    let withdraw: () => void;
-    if (type === 'http-01') {
-      const token = challenge.token;
-      send({ type: 'challenge-add', token, keyAuthorization });
-      withdraw = () => send({ type: 'challenge-remove', token });
-    } else {
-      const [key, cert] = await acmeLibrary().crypto.createAlpnCertificate(authz, keyAuthorization);
-      send({ type: 'alpn-challenge-add', name, certPem: cert.toString(), keyPem: key.toString() });
-      withdraw = () => send({ type: 'alpn-challenge-remove', name });
-    }
+    const task: Challenge = { type, name, token: challenge.token, keyAuthorization };
+    await solver.present(task);
     try {
       await this.step(`${type} challenge for ${name}`, async () => {
         await client.completeChallenge(challenge);
@@ -445,7 +446,7 @@ export class AcmeIssuer implements Issuer {
       if (!(err instanceof AcmeError)) throw err;
       throw new ChallengeFailed(err.message.replace(/; problem document: .*$/s, ''), err.problem, type);
     } finally {
-      withdraw();
+      await solver.cleanUp(task);
     }
   }
 
