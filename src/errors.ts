@@ -128,6 +128,7 @@ export const ME_ACME_NO_CHALLENGE = createError('ME_ACME_NO_CHALLENGE', 'the CA 
   name: 'ChallengeFailed',
   category: 'challenge',
 });
+export const ME_ACME_NO_SOLVER = createError('ME_ACME_NO_SOLVER', 'ACME: no solver for %s challenges', { name: 'AcmeError' });
 export const ME_ACME_RENEWAL_INFO = createError('ME_ACME_RENEWAL_INFO', 'renewal information from %s is unusable: %s', { name: 'AcmeError' });
 export const ME_ACME_ANSWER = createError('ME_ACME_ANSWER', 'the CA answered %d', { name: 'AcmeError' });
 export const ME_ACME_CA_ROOTS = createError('ME_ACME_CA_ROOTS', 'acme.ca_roots: cannot read %s: %s');

@@ -17,9 +17,8 @@
 import type { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { Logger } from '../observe/log';
-import type { IssueErrorType } from '../observe/metrics';
 import type { CertificateMaterial } from '../plane/messages';
-import { errorMessage } from '../errors';
+import { errorCategory, errorMessage } from '../errors';
 import { parseCertificateChain, parsePrivateKey } from '../pki/pem';
 import { checkKeyMatches } from '../pki/x509';
 import type { CertificateMeta, CertificateStore, StoredCertificate } from '../store/certificate-store';
@@ -382,7 +381,7 @@ export class ManagedSource implements CertificateSource, ManagedCertificates {
           const retryAfterMs = (err as { retryAfterMs?: unknown }).retryAfterMs;
           const problem = (err as { problem?: unknown }).problem ?? null;
           errors.push({ issuer: issuer.id, error: message, retryAfterMs: typeof retryAfterMs === 'number' ? retryAfterMs : null, problem });
-          this.emit({ type: 'request', name, issuer: issuer.id, ok: false, errorType: issueErrorType(err), error: message });
+          this.emit({ type: 'request', name, issuer: issuer.id, ok: false, errorType: errorCategory(err), error: message });
           if (this.issuers.indexOf(issuer) < this.issuers.length - 1) {
             this.log.error({ name, issuer: issuer.id, err: message, problem }, 'certificate request failed; trying the next CA');
           }
@@ -608,25 +607,6 @@ export class ManagedSource implements CertificateSource, ManagedCertificates {
       for (const resolve of this.readyWaiters.splice(0)) resolve();
     }
   }
-}
-
-/** A network failure as the ACME library and Node report it (no answer from the CA at all). */
-const NETWORK_ERROR = /\b(ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|EPIPE|socket hang up|timeout of \d+ms exceeded|network socket disconnected)\b/i;
-/** Problem types of a failed validation (RFC 8555 §6.7). */
-const CHALLENGE_PROBLEMS = new Set(['unauthorized', 'connection', 'dns', 'tls', 'incorrectResponse', 'caa']);
-
-/**
- * The error type a failed certificate request is counted under, from the shapes issuers throw: the
- * CA's problem document (`problem.type`), a failed validation (`ChallengeFailed`), or the message.
- */
-export function issueErrorType(err: unknown): IssueErrorType {
-  const e = (err ?? {}) as { name?: unknown; problem?: { type?: unknown } | null; message?: unknown };
-  const problem = typeof e.problem?.type === 'string' ? e.problem.type.replace(/^urn:ietf:params:acme:error:/, '') : null;
-  if (problem === 'rateLimited') return 'rateLimited';
-  if (e.name === 'ChallengeFailed' || (problem !== null && CHALLENGE_PROBLEMS.has(problem))) return 'challenge';
-  if (problem === 'badNonce') return 'badNonce';
-  if (NETWORK_ERROR.test(String(e.message ?? err))) return 'network';
-  return 'other';
 }
 
 /** Parses what an issuer returned and checks it is usable for `name`; returns the leaf. */

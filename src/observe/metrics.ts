@@ -13,11 +13,12 @@
  *   status, upstream latency, open connections per listener, bytes in and out.
  */
 import type { Metric, Registry } from 'prom-client';
+import { ERROR_CATEGORIES, type ErrorCategory } from '../errors';
 import type { DataPlaneStats, UpstreamStats } from '../plane/messages';
 
-/** Why a certificate request failed, as counted by `matrix_edge_certificate_renewal_failures_total`. */
-export const ISSUE_ERROR_TYPES = ['rateLimited', 'network', 'challenge', 'badNonce', 'other'] as const;
-export type IssueErrorType = (typeof ISSUE_ERROR_TYPES)[number];
+/** Why a certificate request failed, as counted by `matrix_edge_certificate_renewal_failures_total`: the error's category. */
+export const ISSUE_ERROR_TYPES = ERROR_CATEGORIES;
+export type IssueErrorType = ErrorCategory;
 
 /** Upper bounds (seconds) of the upstream latency buckets; DataPlaneStats counts per bucket use them, plus +Inf. */
 export const UPSTREAM_LATENCY_BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];

@@ -6,7 +6,9 @@
 import { X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { AcmeError, AcmeIssuer, alpnCertificate } from '../../src/control/issuers/acme';
+import { alpnCertificate } from '../../src/control/issuers/acme/client';
+import { AcmeIssuer } from '../../src/control/issuers/acme/issuer';
+import { EdgeError, ME_ACME_CHALLENGE } from '../../src/errors';
 import { planeSolvers } from '../../src/control/solver';
 import { accountKeys, acmeIssuerId } from '../../src/store/keys';
 import { silentLogger } from '../../src/observe/log';
@@ -159,10 +161,12 @@ run('ACME HTTP-01 against Pebble', () => {
       () => null,
       (err: unknown) => err,
     );
-    expect(failure).toBeInstanceOf(AcmeError);
-    const problem = (failure as AcmeError).problem;
+    expect(failure).toBeInstanceOf(EdgeError);
+    expect((failure as EdgeError).code).toBe(ME_ACME_CHALLENGE.code);
+    expect((failure as EdgeError).category).toBe('challenge');
+    const problem = (failure as EdgeError).problem;
     expect(problem).toEqual(expect.objectContaining({ type: expect.stringMatching(/^urn:ietf:params:acme:error:/) }));
-    expect((failure as AcmeError).message).toMatch(/tls-alpn-01 challenge for example\.com .*problem document: \{/);
+    expect((failure as EdgeError).message).toMatch(/tls-alpn-01 challenge for example\.com .*problem document: \{/);
     expect(sent.map((m) => m.type)).toEqual(['challenge-add', 'challenge-remove', 'alpn-challenge-add', 'alpn-challenge-remove']);
     const [add, remove] = sent as [Extract<ControlToData, { type: 'challenge-add' }>, Extract<ControlToData, { type: 'challenge-remove' }>];
     expect(remove.token).toBe(add.token);

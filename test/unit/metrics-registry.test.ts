@@ -1,4 +1,3 @@
-import { issueErrorType } from '../../src/control/managed-source';
 import { EdgeMetrics, UPSTREAM_LATENCY_BUCKETS } from '../../src/observe/metrics';
 import { families, metric, samples } from '../support/metrics';
 
@@ -173,26 +172,5 @@ describe('EdgeMetrics', () => {
     a.issueAttempt('ca');
     expect(metric((await a.scrape()).body, 'matrix_edge_certificate_renewal_attempts_total', { ca: 'ca' })).toBe(2);
     expect(metric((await b.scrape()).body, 'matrix_edge_certificate_renewal_attempts_total', { ca: 'ca' })).toBeUndefined();
-  });
-});
-
-describe('issueErrorType', () => {
-  const acmeError = (type: string, message = 'ACME step failed'): Error =>
-    Object.assign(new Error(message), { name: 'AcmeError', problem: { type: `urn:ietf:params:acme:error:${type}` } });
-  test.each([
-    [acmeError('rateLimited'), 'rateLimited'],
-    [Object.assign(acmeError('connection'), { name: 'ChallengeFailed' }), 'challenge'],
-    [acmeError('unauthorized'), 'challenge'],
-    [acmeError('dns'), 'challenge'],
-    [acmeError('badNonce'), 'badNonce'],
-    [new Error('ACME new order at https://127.0.0.1:14000/dir failed: connect ECONNREFUSED 127.0.0.1:14000'), 'network'],
-    [new Error('ACME reading the directory at https://ca/dir failed: timeout of 30000ms exceeded'), 'network'],
-    [new Error('getaddrinfo ENOTFOUND acme.invalid'), 'network'],
-    [acmeError('externalAccountRequired'), 'other'],
-    [new Error('certificate from issuer local does not cover a.example'), 'other'],
-    ['a string', 'other'],
-    [null, 'other'],
-  ] as const)('%p → %s', (err, type) => {
-    expect(issueErrorType(err)).toBe(type);
   });
 });
