@@ -13,7 +13,7 @@ import { FilesSource } from './files-source';
 import { alpnCertificate } from './issuers/acme/client';
 import { AcmeIssuer } from './issuers/acme/issuer';
 import { LocalCa } from './issuers/local-ca';
-import { ManagedSource } from './managed-source';
+import { ManagedSource } from './managed/source';
 import { planeSolvers } from './solver';
 import type { CertificateSource } from './source';
 

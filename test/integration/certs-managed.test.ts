@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { ManualClock } from '../../src/control/clock';
 import { LocalCa } from '../../src/control/issuers/local-ca';
 import type { Issuer } from '../../src/control/issuer';
-import { ManagedSource } from '../../src/control/managed-source';
+import { ManagedSource } from '../../src/control/managed/source';
 import { renewalTime } from '../../src/control/renewal';
 import { createLogger, type Logger } from '../../src/observe/log';
 import type { CertificateMaterial } from '../../src/plane/messages';

@@ -6,7 +6,7 @@ import type { Plan, TlsPlan } from '../../src/config/plan';
 import { ManualClock } from '../../src/control/clock';
 import { FilesSource } from '../../src/control/files-source';
 import { LocalCa } from '../../src/control/issuers/local-ca';
-import { ManagedSource } from '../../src/control/managed-source';
+import { ManagedSource } from '../../src/control/managed/source';
 import { createCertificateSource } from '../../src/control/sources';
 import { silentLogger } from '../../src/observe/log';
 import type { CertificateMaterial } from '../../src/plane/messages';
