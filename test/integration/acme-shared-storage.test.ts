@@ -14,6 +14,10 @@
  *  3. A lock held by a live foreign process (test/support/proc-lock-holder.js) keeps the edge from
  *     ordering that name until the lock is released, or its holder dies.
  *
+ * 1 and 3 also run in one process: two edges (or an edge and the test) sharing one in-memory
+ * Storage (test/support/memory-storage.ts, injected through EdgeOptions.storage) — the same
+ * properties hold on any storage, not only on files.
+ *
  * Observations (who ordered, who waited) are printed with console.log.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -29,6 +33,8 @@ import { accountKeys, acmeIssuerId, issueLockKey } from '../../src/store/keys';
 import { CertificateStore } from '../../src/store/certificate-store';
 import { FileStorage } from '../../src/store/file-storage';
 import { startAcmeFront, type AcmeFront } from '../support/acme-front';
+import { startTestEdge, type TestEdge } from '../support/edge';
+import { MemoryStorage } from '../support/memory-storage';
 import { freePort, pebbleInstalled, startPebble, type RunningPebble } from '../support/pebble';
 import {
   ensureBuilt,
@@ -164,14 +170,17 @@ const NOTABLE = new Set([
   'another edge is serving the control socket of this storage; `matrix-edge renew` reaches that one',
 ]);
 
-function notable(label: string, edge: EdgeProcess): string[] {
+/** An edge's log lines: a child process's, or an in-process edge's. */
+type Logged = { readonly logs: readonly LogLine[] };
+
+function notable(label: string, edge: Logged): string[] {
   return edge.logs
-    .filter((l) => NOTABLE.has(String(l.msg)) || (typeof l.level === 'number' && l.level >= 40))
+    .filter((l) => NOTABLE.has(String(l.msg)) || (typeof l.level === 'number' ? l.level >= 40 : l.level !== 'info' && l.level !== 'debug'))
     .map((l) => brief(label, l));
 }
 
 /** Names of the 'ACME order created' lines an edge logged. */
-function orderedNames(edge: EdgeProcess): string[] {
+function orderedNames(edge: Logged): string[] {
   return edge.logs.filter((l) => l.msg === ORDER_CREATED).flatMap((l) => (Array.isArray(l.names) ? (l.names as string[]) : []));
 }
 
@@ -710,5 +719,141 @@ run('ACME with a storage directory shared between processes (real CLI, Pebble)',
     const locks = (): string[] => listFiles(path.join(storage, 'locks')).filter((f) => f.endsWith('.lock'));
     for (const until = Date.now() + 3000; locks().length > 0 && Date.now() < until; ) await sleep(50);
     expect(locks()).toEqual([]);
+  });
+});
+
+run('ACME with one storage shared by edges in one process (in-memory storage, Pebble)', () => {
+  let pebble: RunningPebble | null = null;
+  let front: AcmeFront | null = null;
+  let balancer: Balancer | null = null;
+  const edges: TestEdge[] = [];
+  const dirs: string[] = [];
+
+  afterEach(async () => {
+    await Promise.all(edges.splice(0).map((e) => e.stop(0).catch(() => undefined)));
+    await balancer?.close();
+    balancer = null;
+    await front?.close();
+    front = null;
+    await pebble?.stop();
+    pebble = null;
+    for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  function newDir(): string {
+    const dir = tempDir('matrix-edge-shared-mem-');
+    dirs.push(dir);
+    return dir;
+  }
+
+  /** An edge in this process on `ports`, its data in `storage` (its own directory keeps only the control socket). */
+  async function start(ports: EdgePorts, storage: MemoryStorage, directory: string, caRootsFile: string): Promise<TestEdge> {
+    const dir = newDir();
+    const edge = await startTestEdge(edgeYaml(ports, path.join(dir, 'storage'), directory, caRootsFile), { dir, keepPorts: true, edge: { storage } });
+    edges.push(edge);
+    return edge;
+  }
+
+  /** Every issuance lock of `names` is free (released just after the install that made the handshake pass). */
+  async function locksReleased(storage: MemoryStorage, issuerId: string): Promise<void> {
+    const held = (): string[] => NAMES.filter((name) => storage.holder(issueLockKey(issuerId, name)) !== null);
+    for (const until = Date.now() + 3000; held().length > 0 && Date.now() < until; ) await sleep(50);
+    expect(held()).toEqual([]);
+  }
+
+  it('two edges started together on one MemoryStorage order each name once and serve the same certificates', async () => {
+    const started = Date.now();
+    const storage = new MemoryStorage();
+    balancer = await startBalancer();
+    pebble = await startPebble({ httpPort: balancer.port, tlsPort: await freePort() });
+    front = await startAcmeFront({ pebble });
+    const [aHttps, aHttp, bHttps, bHttp] = (await freePorts(4)) as [number, number, number, number];
+    const a: EdgePorts = { https: aHttps, http: aHttp };
+    const b: EdgePorts = { https: bHttps, http: bHttp };
+    balancer.backends = [
+      { label: 'A', port: a.http },
+      { label: 'B', port: b.http },
+    ];
+    const issuerId = acmeIssuerId(front.directory);
+
+    // Same moment, same storage, same names.
+    const [edgeA, edgeB] = await Promise.all([start(a, storage, front.directory, pebble.caRootsFile), start(b, storage, front.directory, pebble.caRootsFile)]);
+    const root = await pebble.issuingRoot();
+    const [servedA, servedB] = await Promise.all([waitServing(a.https, NAMES, root, 25_000, 'edge A'), waitServing(b.https, NAMES, root, 25_000, 'edge B')]);
+    console.log(
+      [
+        `two in-process edges on one MemoryStorage (${Date.now() - started} ms until both served both names):`,
+        `  orders logged: A ${JSON.stringify(orderedNames(edgeA))}, B ${JSON.stringify(orderedNames(edgeB))}`,
+        ...[...notable('A', edgeA), ...notable('B', edgeB)].map((l) => `  ${l}`),
+      ].join('\n'),
+    );
+
+    // Exactly one order per name, over both edges.
+    for (const name of NAMES) expect({ name, orders: frontOrdersFor(front, name) }).toEqual({ name, orders: 1 });
+    expect(createdOrders(front)).toHaveLength(2);
+    expect([...orderedNames(edgeA), ...orderedNames(edgeB)].sort()).toEqual([...NAMES].sort());
+    // Both serve the same certificate per name, the stored one.
+    const store = new CertificateStore(storage);
+    for (const name of NAMES) {
+      expect({ name, a: servedA.get(name), b: servedB.get(name) }).toEqual({ name, a: servedA.get(name), b: servedA.get(name) });
+      expect((await store.loadCertificate(issuerId, name))?.meta.serial).toBe(servedA.get(name));
+    }
+    // One edge saw the other at work: it waited for the lock, or found the certificate stored once it had the lock.
+    expect([...edgeA.logs, ...edgeB.logs].filter((l) => l.msg === WAITING || l.msg === ALREADY_STORED).length).toBeGreaterThan(0);
+    // Every challenge was answered, through the one address, by the edge that ordered that name.
+    const orderedBy = new Map<string, string>([
+      ...orderedNames(edgeA).map((n) => [n, 'A'] as [string, string]),
+      ...orderedNames(edgeB).map((n) => [n, 'B'] as [string, string]),
+    ]);
+    expect(balancer.answers.length).toBeGreaterThan(0);
+    for (const answer of balancer.answers) {
+      const name = (answer.host ?? '').replace(/:\d+$/, '');
+      expect({ name, backend: answer.backend }).toEqual({ name, backend: orderedBy.get(name) });
+    }
+    await locksReleased(storage, issuerId);
+    // One account, registered once: the stored key and URL belong together at the CA.
+    expect([...edgeA.logs, ...edgeB.logs].filter((l) => String(l.msg).startsWith('ACME account created'))).toHaveLength(1);
+    const account = accountKeys(issuerId, EMAIL);
+    const keyPem = (await storage.load(account.key))!.toString('utf8');
+    const location = (JSON.parse((await storage.load(account.meta))!.toString('utf8')) as { location: string }).location;
+    expect(await accountUrlOfKey(front.directory, pebble.caRootsFile, keyPem)).toBe(location);
+    // Every certificate write was made under that name's lock (a fencing storage would have checked it).
+    expect(storage.writes.filter((w) => w.key.startsWith('certificates/') && w.key.endsWith('.crt') && w.token === null)).toEqual([]);
+  });
+
+  it('a lock held in the shared storage: no order until it is released', async () => {
+    const storage = new MemoryStorage();
+    const [httpsPort, httpPort] = (await freePorts(2)) as [number, number];
+    const ports: EdgePorts = { https: httpsPort, http: httpPort };
+    pebble = await startPebble({ httpPort: ports.http, tlsPort: ports.https });
+    front = await startAcmeFront({ pebble });
+    const issuerId = acmeIssuerId(front.directory);
+    const held = new Map(await Promise.all(NAMES.map(async (name) => [name, await storage.lock(issueLockKey(issuerId, name), { purpose: 'the test' })] as const)));
+
+    const edge = await start(ports, storage, front.directory, pebble.caRootsFile);
+    // It waits for both names, naming the holder, and orders nothing while the locks are held.
+    const deadline = Date.now() + 10_000;
+    while (edge.logs.filter((l) => l.msg === WAITING).length < 2 && Date.now() < deadline) await sleep(50);
+    const waiting = edge.logs.filter((l) => l.msg === WAITING);
+    expect(waiting.map((l) => l.name).sort()).toEqual([...NAMES].sort());
+    for (const line of waiting) expect((line.holder as { pid?: unknown } | null)?.pid).toBe(process.pid);
+    await sleep(1500);
+    expect(front.orders).toEqual([]);
+    expect(orderedNames(edge)).toEqual([]);
+
+    // Released: that name is ordered; the other stays held.
+    await held.get(SERVER_NAME)!.release();
+    const root = await pebble.issuingRoot();
+    await waitServing(ports.https, [SERVER_NAME], root, 10_000, 'edge');
+    expect(frontOrdersFor(front, SERVER_NAME)).toBe(1);
+    await sleep(1000);
+    expect(orderRequestsFor(front, HOSTNAME)).toBe(0);
+
+    await held.get(HOSTNAME)!.release();
+    const serials = await waitServing(ports.https, NAMES, root, 10_000, 'edge');
+    for (const name of NAMES) expect({ name, orders: frontOrdersFor(front, name) }).toEqual({ name, orders: 1 });
+    const store = new CertificateStore(storage);
+    for (const name of NAMES) expect((await store.loadCertificate(issuerId, name))?.meta.serial).toBe(serials.get(name));
+    await locksReleased(storage, issuerId);
   });
 });
