@@ -104,6 +104,24 @@ export const ME_LOCK_RELEASE = createError('ME_LOCK_RELEASE', 'cannot release th
 export const ME_LOCK_TAKEOVER = createError('ME_LOCK_TAKEOVER', 'cannot take over the stale lock %s: %s');
 
 // ---------------------------------------------------------------------------------------------
+// Certificate sources (src/control)
+
+export const ME_SOURCE_CONFIG = createError('ME_SOURCE_CONFIG', '%s');
+export const ME_ACME_FALLBACK_TWICE = createError('ME_ACME_FALLBACK_TWICE', 'acme.fallback lists %s twice (or the primary CA again)');
+export const ME_ACME_DIRECTORY_KEY = createError('ME_ACME_DIRECTORY_KEY', 'cannot derive a storage key from the ACME directory %s');
+export const ME_FILES_NOT_COVERED = createError('ME_FILES_NOT_COVERED', '%s');
+export const ME_FILES_UNREADABLE = createError('ME_FILES_UNREADABLE', '%s cannot be read: %s');
+/** Every problem of the configured files at start, joined. */
+export const ME_FILES_INVALID = createError('ME_FILES_INVALID', '%s');
+export const ME_LOCAL_CA_ROOT_KEY_MISSING = createError('ME_LOCAL_CA_ROOT_KEY_MISSING', 'local CA root %s has no private key: %s is missing');
+export const ME_LOCAL_CA_ROOT_NOT_CA = createError('ME_LOCAL_CA_ROOT_NOT_CA', 'local CA root %s is not a CA certificate (basicConstraints CA:TRUE missing)');
+export const ME_LOCAL_CA_ROOT_EXPIRED = createError(
+  'ME_LOCAL_CA_ROOT_EXPIRED',
+  'local CA root %s expired on %s: remove %s and %s to create a new root, then trust the new one',
+);
+export const ME_LOCAL_CA_REQUEST = createError('ME_LOCAL_CA_REQUEST', 'local CA: %s');
+
+// ---------------------------------------------------------------------------------------------
 // Managed certificates (src/control/managed)
 
 export const ME_NO_ISSUER = createError('ME_NO_ISSUER', 'a managed certificate source needs at least one issuer');

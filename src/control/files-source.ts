@@ -10,7 +10,7 @@ import { isIP } from 'node:net';
 import type { FilesCertificate } from '../config/plan';
 import type { Logger } from '../observe/log';
 import type { CertificateMaterial } from '../plane/messages';
-import { errorMessage } from '../errors';
+import { ME_ALREADY_STARTED, ME_FILES_INVALID, ME_FILES_NOT_COVERED, ME_FILES_UNREADABLE, ME_SOURCE_CONFIG, errorMessage } from '../errors';
 import { parseCertificateChain, parsePrivateKey } from '../pki/pem';
 import { checkKeyMatches } from '../pki/x509';
 import { systemClock, type Clock, type Timer } from './clock';
@@ -77,10 +77,10 @@ export class FilesSource implements CertificateSource {
   }
 
   async start(install: (material: CertificateMaterial) => void): Promise<void> {
-    if (this.install !== null) throw new Error('certificate source files was already started');
+    if (this.install !== null) throw new ME_ALREADY_STARTED('files');
     this.install = install;
     const { files, names } = this.options;
-    if (files.length === 0) throw new Error('tls.files lists no certificate');
+    if (files.length === 0) throw new ME_SOURCE_CONFIG('tls.files lists no certificate');
 
     const loaded = await Promise.allSettled(
       files.map(async (file, index) => {
@@ -90,7 +90,7 @@ export class FilesSource implements CertificateSource {
       }),
     );
     const failures = loaded.flatMap((r) => (r.status === 'rejected' ? [errorMessage(r.reason)] : []));
-    if (failures.length > 0) throw new Error(failures.join('; '));
+    if (failures.length > 0) throw new ME_FILES_INVALID(failures.join('; '));
     this.states = loaded.map((r, index) => {
       const { signature, pair } = (r as PromiseFulfilledResult<{ signature: string; pair: LoadedPair }>).value;
       return { index, file: files[index]!, loaded: pair, signature, lastProblem: null, assigned: [], warned: 0 };
@@ -106,11 +106,7 @@ export class FilesSource implements CertificateSource {
     }
     if (uncovered.length > 0) {
       const seen = [...new Set(this.states.flatMap((s) => s.loaded.sans.map((san) => san.value)))];
-      throw new Error(
-        uncovered
-          .map((name) => `no certificate in tls.files covers ${name} (SANs seen: ${seen.join(', ') || 'none'})`)
-          .join('; '),
-      );
+      throw new ME_FILES_NOT_COVERED(uncovered.map((name) => `no certificate in tls.files covers ${name} (SANs seen: ${seen.join(', ') || 'none'})`).join('; '));
     }
 
     for (const state of this.states) {
@@ -165,7 +161,7 @@ export class FilesSource implements CertificateSource {
         pair = await readPair(state.file, state.index);
         const missing = state.assigned.filter((name) => coverage(pair.sans, name) === null);
         if (missing.length > 0) {
-          throw new Error(
+          throw new ME_FILES_NOT_COVERED(
             `tls.files[${state.index}].cert ${state.file.cert} no longer covers ${missing.join(', ')} ` +
               `(SANs seen: ${pair.sans.map((s) => s.value).join(', ') || 'none'})`,
           );
@@ -276,7 +272,7 @@ async function readText(path: string, label: string): Promise<string> {
   try {
     return await fsp.readFile(path, 'utf8');
   } catch (err) {
-    throw new Error(`${label} ${path} cannot be read: ${errorMessage(err)}`);
+    throw new ME_FILES_UNREADABLE(`${label} ${path}`, errorMessage(err));
   }
 }
 
@@ -298,7 +294,7 @@ async function fileSignature(file: FilesCertificate): Promise<string> {
       const s = await fsp.stat(path);
       return `${s.mtimeMs}:${s.size}:${s.ino}`;
     } catch (err) {
-      throw new Error(`${path} cannot be read: ${errorMessage(err)}`);
+      throw new ME_FILES_UNREADABLE(path, errorMessage(err));
     }
   };
   return `${await stat(file.cert)}|${await stat(file.key)}`;

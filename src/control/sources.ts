@@ -3,6 +3,7 @@
  * clock and the logger.
  */
 import type { Plan } from '../config/plan';
+import { ME_ACME_FALLBACK_TWICE, ME_SOURCE_CONFIG } from '../errors';
 import type { Logger } from '../observe/log';
 import type { ControlToData, Send } from '../plane/messages';
 import { CertificateStore } from '../store/certificate-store';
@@ -77,8 +78,8 @@ export async function createCertificateSource(
     }
     case 'acme': {
       const acme = plan.acme;
-      if (acme === null) throw new Error('tls.issuer is acme but the plan has no acme section');
-      if (send === undefined) throw new Error('tls.issuer acme needs a channel to the data plane for challenge answers');
+      if (acme === null) throw new ME_SOURCE_CONFIG('tls.issuer is acme but the plan has no acme section');
+      if (send === undefined) throw new ME_SOURCE_CONFIG('tls.issuer acme needs a channel to the data plane for challenge answers');
       const store = new CertificateStore(storage);
       const solvers = planeSolvers(send, alpnCertificate);
       const issuers: AcmeIssuer[] = [];
@@ -95,7 +96,7 @@ export async function createCertificateSource(
           solvers,
           log: log.child({ issuer: 'acme' }),
         });
-        if (issuers.some((i) => i.id === issuer.id)) throw new Error(`acme.fallback lists ${ca.directory} twice (or the primary CA again)`);
+        if (issuers.some((i) => i.id === issuer.id)) throw new ME_ACME_FALLBACK_TWICE(ca.directory);
         issuers.push(issuer);
       }
       const source = new ManagedSource({ ...timing, names: plan.names, store, issuers, log, clock, background: true });
@@ -110,7 +111,7 @@ export async function createCertificateSource(
     }
     default: {
       const unknown: never = tls;
-      throw new Error(`unknown tls.issuer ${JSON.stringify((unknown as { issuer: unknown }).issuer)}`);
+      throw new ME_SOURCE_CONFIG(`unknown tls.issuer ${JSON.stringify((unknown as { issuer: unknown }).issuer)}`);
     }
   }
 }

@@ -14,7 +14,7 @@
  */
 import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
-import { ME_ISSUER_INVALID, ME_KEY_INVALID, ME_NAME_INVALID } from '../errors';
+import { ME_ACME_DIRECTORY_KEY, ME_ISSUER_INVALID, ME_KEY_INVALID, ME_NAME_INVALID } from '../errors';
 
 const DNS_LABEL = /^(?!-)[a-z0-9_-]{1,63}(?<!-)$/;
 
@@ -85,7 +85,7 @@ export function acmeIssuerId(directory: string): string {
     // Not a URL: use the text itself, made safe below.
   }
   const safe = safeKey(key).replace(/^[^a-z0-9]+/, '');
-  if (safe === '') throw new Error(`cannot derive a storage key from the ACME directory ${JSON.stringify(directory)}`);
+  if (safe === '') throw new ME_ACME_DIRECTORY_KEY(JSON.stringify(directory));
   return safe;
 }
 

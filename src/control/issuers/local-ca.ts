@@ -21,6 +21,7 @@ import type { Logger } from '../../observe/log';
 import { systemClock, type Clock } from '../clock';
 import { parseCertificateChain, parsePrivateKey } from '../../pki/pem';
 import { checkKeyMatches } from '../../pki/x509';
+import { ME_LOCAL_CA_REQUEST, ME_LOCAL_CA_ROOT_EXPIRED, ME_LOCAL_CA_ROOT_KEY_MISSING, ME_LOCAL_CA_ROOT_NOT_CA } from '../../errors';
 import { LOCAL_CA_KEYS } from '../../store/keys';
 import type { Storage } from '../../store/storage';
 
@@ -74,20 +75,17 @@ export class LocalCa {
     } else {
       certPem = existing.toString('utf8');
       const key = await storage.load(LOCAL_CA_KEYS.key);
-      if (key === null) throw new Error(`local CA root ${certPath} has no private key: ${keyPath} is missing`);
+      if (key === null) throw new ME_LOCAL_CA_ROOT_KEY_MISSING(certPath, keyPath);
       keyPem = key.toString('utf8');
     }
 
     const root = parseCertificateChain(certPem, certPath)[0]!;
     const rootKey = parsePrivateKey(keyPem, keyPath);
     checkKeyMatches(root, rootKey, certPath, keyPath);
-    if (!root.ca) throw new Error(`local CA root ${certPath} is not a CA certificate (basicConstraints CA:TRUE missing)`);
+    if (!root.ca) throw new ME_LOCAL_CA_ROOT_NOT_CA(certPath);
     const notAfter = root.validToDate.getTime();
     if (notAfter <= clock.now()) {
-      throw new Error(
-        `local CA root ${certPath} expired on ${root.validToDate.toISOString()}: remove ${certPath} and ${keyPath} ` +
-          'to create a new root, then trust the new one',
-      );
+      throw new ME_LOCAL_CA_ROOT_EXPIRED(certPath, root.validToDate.toISOString(), certPath, keyPath);
     }
     if (notAfter - clock.now() < 30 * DAY) {
       log.warn({ root: certPath, notAfter: root.validToDate.toISOString() }, 'the local CA root expires within 30 days');
@@ -102,8 +100,8 @@ export class LocalCa {
    * CN), valid from now − 5 min for `lifetimeMs` (never past the root's expiry), for serverAuth.
    */
   async issue(names: readonly string[], lifetimeMs: number): Promise<IssuedCertificate> {
-    if (names.length === 0) throw new Error('local CA: a certificate needs at least one name');
-    if (!(lifetimeMs > 0)) throw new Error(`local CA: leaf lifetime ${lifetimeMs} ms is not positive`);
+    if (names.length === 0) throw new ME_LOCAL_CA_REQUEST('a certificate needs at least one name');
+    if (!(lifetimeMs > 0)) throw new ME_LOCAL_CA_REQUEST(`leaf lifetime ${lifetimeMs} ms is not positive`);
     const now = this.clock.now();
     const notBefore = now - LEAF_BACKDATE_MS;
     const notAfter = Math.min(now + lifetimeMs, this.root.validToDate.getTime());
@@ -257,7 +255,7 @@ function keyUsageBits(bits: number[]): Buffer {
 function generalName(name: string): Buffer {
   const family = isIP(name);
   if (family !== 0) return tlv(0x87, ipBytes(name, family));
-  if (!/^[\x21-\x7e]+$/.test(name)) throw new Error(`local CA: ${JSON.stringify(name)} is not a DNS name`);
+  if (!/^[\x21-\x7e]+$/.test(name)) throw new ME_LOCAL_CA_REQUEST(`${JSON.stringify(name)} is not a DNS name`);
   return tlv(0x82, Buffer.from(name, 'ascii'));
 }
 
