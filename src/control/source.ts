@@ -64,8 +64,11 @@ export type CertificateEvent =
   /** One certificate request to one issuer ended (a name's attempt asks the primary, then each fallback). */
   | { readonly type: 'request'; readonly name: string; readonly issuer: string; readonly ok: true }
   | { readonly type: 'request'; readonly name: string; readonly issuer: string; readonly ok: false; readonly errorType: ErrorCategory; readonly error: string }
-  /** A name's attempt failed with every issuer: `failures` in a row so far; `notAfter` (ms) of what is still served. */
-  | { readonly type: 'failed'; readonly name: string; readonly failures: number; readonly error: string; readonly notAfter: number | null }
+  /**
+   * A name's attempt failed with every issuer: `failures` in a row so far; `category` of the last
+   * issuer's failure; `notAfter` (ms) of what is still served.
+   */
+  | { readonly type: 'failed'; readonly name: string; readonly failures: number; readonly error: string; readonly category: ErrorCategory; readonly notAfter: number | null }
   /** One HTTP request to an issuer's CA took `seconds`. */
   | { readonly type: 'ca-request'; readonly issuer: string; readonly seconds: number };
 

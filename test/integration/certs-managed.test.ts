@@ -5,6 +5,8 @@ import * as path from 'node:path';
 import { ManualClock } from '../../src/control/clock';
 import { LocalCa } from '../../src/control/issuers/local-ca';
 import type { Issuer } from '../../src/control/issuer';
+import type { CertificateEvent } from '../../src/control/source';
+import { ME_ACME_STEP } from '../../src/errors';
 import { ManagedSource } from '../../src/control/managed/source';
 import { renewalTime } from '../../src/control/renewal';
 import { createLogger, type Logger } from '../../src/observe/log';
@@ -314,6 +316,25 @@ describe.each(['file', 'memory'] as const)('on %s storage', (kind) => {
       clock.advance(0);
       await waitFor('the capped retry timer', () => clock.nextDue() !== null && clock.nextDue()! > clock.now());
       expect(clock.nextDue()! - clock.now()).toBeLessThanOrEqual(2 * 3600_000);
+    });
+
+    it('tells its listeners each request and failure, with the category the issuer\'s error carries', async () => {
+      const limited = new ME_ACME_STEP('new order for a.example', 'https://ca.example/dir', 'the CA answered 429', { category: 'rateLimited', retryAfterMs: 1000 });
+      const primary: Issuer = { id: 'primary.example-dir', issue: () => Promise.reject(limited) };
+      const second: Issuer = { id: 'second.example-dir', issue: () => Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:1')) };
+      const source = new ManagedSource({ names: ['a.example'], store, issuers: [primary, second], log: captureLog().log, clock, storePollMs: 0, background: true });
+      sources.push(source);
+      const events: CertificateEvent[] = [];
+      source.managed.on((e) => events.push(e));
+      await source.start(() => undefined);
+      clock.advance(0);
+      await waitFor('the failure', () => events.some((e) => e.type === 'failed'));
+      expect(events.map((e) => (e.type === 'request' ? [e.issuer, e.ok ? 'ok' : e.errorType] : e.type === 'failed' ? ['failed', e.category] : [e.type]))).toEqual([
+        ['primary.example-dir', 'rateLimited'],
+        // A plain error carries no category: counted as other, whatever its message says.
+        ['second.example-dir', 'other'],
+        ['failed', 'other'],
+      ]);
     });
 
     it('shouts when renewal keeps failing within 7 days of expiry', async () => {

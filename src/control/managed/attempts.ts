@@ -6,7 +6,7 @@
  * out inside the last 7 days.
  */
 import type { X509Certificate } from 'node:crypto';
-import { ME_STORAGE_LOCK, errorCategory, errorMessage } from '../../errors';
+import { ME_STORAGE_LOCK, errorCategory, errorMessage, type ErrorCategory } from '../../errors';
 import type { Logger } from '../../observe/log';
 import { parseCertificateChain, parsePrivateKey } from '../../pki/pem';
 import { checkCovers, checkKeyMatches } from '../../pki/x509';
@@ -25,6 +25,7 @@ import type { StoredCertificates } from './store-poll';
 interface FailedRequest {
   readonly issuer: string;
   readonly error: string;
+  readonly category: ErrorCategory;
   readonly retryAfterMs: number | null;
   /** The CA's problem document, when it sent one. */
   readonly problem: unknown;
@@ -81,7 +82,8 @@ export class Attempts {
         onTakeover: (holder, reason) => log.warn({ name, reason, holder: holder === null ? null : { pid: holder.pid, host: holder.host } }, 'took over a stale storage lock'),
       });
     } catch (err) {
-      return this.failed(state, [{ issuer: this.s.id, error: new ME_STORAGE_LOCK(errorMessage(err)).message, retryAfterMs: null, problem: null }]);
+      const failure = new ME_STORAGE_LOCK(errorMessage(err));
+      return this.failed(state, [{ issuer: this.s.id, error: failure.message, category: failure.category, retryAfterMs: null, problem: null }]);
     }
     try {
       if (this.names.stopped) return stopped;
@@ -132,12 +134,13 @@ export class Attempts {
       return { done };
     } catch (err) {
       const message = errorMessage(err);
+      const category = errorCategory(err);
       const retryAfterMs = (err as { retryAfterMs?: unknown } | null)?.retryAfterMs;
       const problem = (err as { problem?: unknown } | null)?.problem ?? null;
-      emit({ type: 'request', name, issuer: issuer.id, ok: false, errorType: errorCategory(err), error: message });
+      emit({ type: 'request', name, issuer: issuer.id, ok: false, errorType: category, error: message });
       if (!last) log.error({ name, issuer: issuer.id, err: message, problem }, 'certificate request failed; trying the next CA');
       await this.s.store.recordAttempt(issuer.id, name, { at: attemptAt, error: message }).catch(() => undefined);
-      return { error: { issuer: issuer.id, error: message, retryAfterMs: typeof retryAfterMs === 'number' ? retryAfterMs : null, problem } };
+      return { error: { issuer: issuer.id, error: message, category, retryAfterMs: typeof retryAfterMs === 'number' ? retryAfterMs : null, problem } };
     }
   }
 
@@ -173,7 +176,8 @@ export class Attempts {
     }
     state.next = { at: next.at, reason: next.reason };
     this.names.arm(state, next.delayMs, () => void this.attempt(state, false));
-    this.s.emit({ type: 'failed', name, failures: state.failures, error: state.lastError, notAfter: current?.notAfter ?? null });
+    const category = errors[errors.length - 1]?.category ?? 'other';
+    this.s.emit({ type: 'failed', name, failures: state.failures, error: state.lastError, category, notAfter: current?.notAfter ?? null });
     return { name, ok: false, serial: current?.serial ?? null, outcome: 'failed', error: state.lastError };
   }
 
