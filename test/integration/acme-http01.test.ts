@@ -147,6 +147,15 @@ run('ACME HTTP-01 against Pebble', () => {
       expect((await storage.load(account.key))!.toString('utf8')).toBe(before.keyPem);
       expect((await storage.load(account.meta))!.toString('utf8')).toBe(before.metaText);
       expect(await storage.list(accountDir, false)).toEqual(before.files);
+
+      // The optional ability to revoke: the stored account revokes its certificate; a second time the CA says so.
+      const issuer = await AcmeIssuer.create({ directory: pebble.directory, email: EMAIL, caRoots: [pebble.caRootsFile], storage, solvers: new Map(), log: silentLogger });
+      const stored = (await storages.certificates(dir).loadCertificate(issuerId, SERVER_NAME))!;
+      expect(issuer.revoke).toBeDefined();
+      await issuer.revoke(stored.certPem);
+      const again = await issuer.revoke(stored.certPem).then(() => null, (err: unknown) => err as EdgeError);
+      expect(again?.code).toBe('ME_ACME_STEP');
+      expect(again?.problemType).toBe('alreadyRevoked');
     });
 
     it('failed challenges: HTTP-01 then TLS-ALPN-01 are tried, the error carries the CA problem document, every answer is withdrawn', async () => {

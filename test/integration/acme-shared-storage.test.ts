@@ -212,7 +212,7 @@ function listFiles(dir: string): string[] {
 
 /**
  * Checks what a crashed edge left in `storage`: for each certificates/<issuer>/<name>/ either no
- * .crt, or a .crt and .key that FileStore loads; any other file a staged chain or a dot-temp file; the account key,
+ * .crt, or a .crt and .key that the CertificateStore loads; any other file a staged chain or a dot-temp file; the account key,
  * if any, parses; the account metadata, if any, is JSON with a location. Returns a description.
  */
 async function checkConsistentStorage(storage: string, issuerId: string): Promise<{ certificates: string[]; accountKey: string | null; accountLocation: string | null; files: string[] }> {
