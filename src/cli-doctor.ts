@@ -4,6 +4,7 @@
  * tests); `doctorCommand()` is the CLI around it: table or JSON on stdout, exit 0 / 1 / 2.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { formatIssue } from './config/describe';
 import { loadConfigFile } from './config/load';
 import type { Plan } from './config/plan';
@@ -13,6 +14,7 @@ import { systemRoots } from './doctor/net';
 import { exitCodeOf, formatJson, formatTable, type CheckResult } from './doctor/report';
 import { overrideKey, parseOverride, type Override } from './doctor/resolve';
 import { clientBaseUrl, jsonObject } from './doctor/wellknown';
+import { LOCAL_CA_KEYS } from './store/keys';
 
 export const DOCTOR_TIMEOUT_MS = 10_000;
 
@@ -60,6 +62,24 @@ export interface DoctorOutcome {
   readonly results: readonly CheckResult[];
   /** Usage and config errors, one sentence each. */
   readonly errors: readonly string[];
+  /** What the run assumed that the reader should know (e.g. a local CA it trusted). */
+  readonly notes?: readonly string[];
+}
+
+/**
+ * With `tls.issuer: internal` the edge's certificates come from its own local CA, which no system
+ * trusts: doctor trusts that root (from the edge's storage) so the rest of the checks mean
+ * something, and says so — peers and clients must be given the root too.
+ */
+function localCaRoot(plan: Plan, errors: string[], notes: string[]): string[] {
+  if (plan.tls.issuer !== 'internal') return [];
+  const file = path.join(plan.storage, LOCAL_CA_KEYS.cert);
+  if (!fs.existsSync(file)) {
+    notes.push(`tls.issuer is internal but its local CA root ${file} does not exist yet (start the edge once): its certificates will not verify`);
+    return [];
+  }
+  notes.push(`trusting the local CA root ${file} (tls.issuer: internal); other servers and clients verify the edge only if they trust it too`);
+  return readCaFile(file, errors);
 }
 
 /** What the plan says the edge serves at the server name. */
@@ -98,11 +118,13 @@ export async function doctor(input: DoctorInput): Promise<DoctorOutcome> {
   const ca = [...systemRoots(), ...(input.caFiles ?? []).flatMap((file) => readCaFile(file, errors))];
 
   let plan: Plan | null = null;
+  const notes: string[] = [];
   if (input.config !== undefined) {
     const loaded = loadConfigFile(input.config);
     if (loaded.ok) plan = loaded.plan;
     else errors.push(...loaded.errors.map(formatIssue));
   }
+  if (plan !== null) ca.push(...localCaRoot(plan, errors, notes));
   const text = input.serverName ?? plan?.serverName;
   const name = text === undefined ? null : parseServerName(text);
   if (input.config === undefined && text === undefined) errors.push('give --server-name NAME or --config FILE');
@@ -114,7 +136,7 @@ export async function doctor(input: DoctorInput): Promise<DoctorOutcome> {
 
   const subject: Subject = { name: name.value, expect: plan === null ? null : expectationsOf(plan) };
   const results = await runChecks(subject, { overrides, ca, timeoutMs: input.timeoutMs ?? DOCTOR_TIMEOUT_MS });
-  return { exitCode: exitCodeOf(results), results, errors: [] };
+  return { exitCode: exitCodeOf(results), results, errors: [], notes };
 }
 
 export interface DoctorArgs {
@@ -141,6 +163,7 @@ export async function doctorCommand(args: DoctorArgs): Promise<number> {
     return 1;
   }
   for (const e of outcome.errors) process.stderr.write(`matrix-edge doctor: ${e}\n`);
+  for (const n of outcome.notes ?? []) process.stderr.write(`matrix-edge doctor: note: ${n}\n`);
   if (outcome.exitCode !== 2) process.stdout.write(args.json ? formatJson(outcome.results) : formatTable(outcome.results));
   return outcome.exitCode;
 }

@@ -1,4 +1,5 @@
 /** The `matrix-edge` command line: start, check, certs, renew, doctor. */
+import { parseArgs as nodeParseArgs } from 'node:util';
 import { describePlan, formatIssue } from './config/describe';
 import { loadConfigFile } from './config/load';
 import type { LoadResult } from './config/plan';
@@ -88,50 +89,59 @@ const COMMAND_FLAGS: Readonly<Record<string, readonly string[]>> = {
   doctor: ['--json', '--server-name=', '--resolve=', '--ca-file='],
 };
 
-export function parseArgs(argv: readonly string[]): Args {
-  let command: string | undefined;
-  let config = DEFAULT_CONFIG;
-  let configGiven = false;
-  let help = false;
-  const flags = new Set<string>();
-  const rest: string[] = [];
-  const values: Record<string, string[]> = {};
-  const done = (problem?: string): Args => ({
-    command,
-    config,
-    configGiven,
-    help,
-    force: flags.has('--force'),
-    json: flags.has('--json'),
-    rest,
-    values,
-    ...(problem === undefined ? {} : { problem }),
-  });
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--help' || arg === '-h') help = true;
-    else if (arg === '--config' || arg === '-c') {
-      const value = argv[++i];
-      if (value === undefined) return done(`${arg} needs a file name`);
-      config = value;
-      configGiven = true;
-    } else if (arg.startsWith('--config=')) {
-      config = arg.slice('--config='.length);
-      configGiven = true;
-    } else if (arg.startsWith('-')) {
-      const known = command === undefined ? [] : (COMMAND_FLAGS[command] ?? []);
-      const name = arg.split('=')[0]!;
-      if (known.includes(`${name}=`)) {
-        const value = arg.includes('=') ? arg.slice(name.length + 1) : argv[++i];
-        if (value === undefined) return done(`${name} needs a value`);
-        (values[name] ??= []).push(value);
-      } else if (known.includes(arg)) flags.add(arg);
-      else return done(`unknown option ${arg}`);
-    } else if (command === undefined) command = arg;
-    else if (command === 'renew') rest.push(arg.toLowerCase());
-    else return done(`unexpected argument ${arg}`);
+/** Every option of every command, for node:util.parseArgs; which command takes which is checked after. */
+const OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  help: { type: 'boolean', short: 'h' },
+  force: { type: 'boolean' },
+  json: { type: 'boolean' },
+  'server-name': { type: 'string', multiple: true },
+  resolve: { type: 'string', multiple: true },
+  'ca-file': { type: 'string', multiple: true },
+} as const;
+
+/** node:util.parseArgs' error for an option, in our words. */
+function optionProblem(err: Error & { code?: string }): string {
+  // "Option '-c, --config <value>' argument missing", "Unknown option '--bogus'": the long name.
+  const quoted = /'([^']+)'/.exec(err.message)?.[1] ?? '';
+  const option = /--[\w-]+/.exec(quoted)?.[0] ?? /-\w/.exec(quoted)?.[0];
+  if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && option !== undefined) {
+    return option === '--config' || option === '-c' ? `${option} needs a file name` : `${option} needs a value`;
   }
-  return done();
+  if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && option !== undefined) return `unknown option ${option}`;
+  return err.message;
+}
+
+export function parseArgs(argv: readonly string[]): Args {
+  let parsed;
+  try {
+    parsed = nodeParseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true, tokens: true });
+  } catch (err) {
+    return { command: argv.find((a) => !a.startsWith('-')), config: DEFAULT_CONFIG, configGiven: false, help: false, force: false, json: false, rest: [], values: {}, problem: optionProblem(err as Error) };
+  }
+  const [command, ...more] = parsed.positionals;
+  const o = parsed.values;
+  const values: Record<string, string[]> = {};
+  for (const name of ['server-name', 'resolve', 'ca-file'] as const) if (o[name] !== undefined) values[`--${name}`] = [...o[name]];
+  const args: Args = {
+    command,
+    config: o.config ?? DEFAULT_CONFIG,
+    configGiven: o.config !== undefined,
+    help: o.help === true,
+    force: o.force === true,
+    json: o.json === true,
+    rest: command === 'renew' ? more.map((n) => n.toLowerCase()) : [],
+    values,
+  };
+  // Options a command does not take, and words after one that takes none, are mistakes.
+  const known = command === undefined ? [] : (COMMAND_FLAGS[command] ?? []);
+  for (const token of parsed.tokens ?? []) {
+    if (token.kind !== 'option' || ['config', 'help'].includes(token.name)) continue;
+    const flag = `--${token.name}`;
+    if (!known.includes(flag) && !known.includes(`${flag}=`)) return { ...args, problem: `unknown option ${token.rawName}` };
+  }
+  if (command !== 'renew' && more.length > 0) return { ...args, problem: `unexpected argument ${more[0]}` };
+  return args;
 }
 
 function reportConfig(result: LoadResult, outcome = 'nothing was started'): void {

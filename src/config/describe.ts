@@ -85,7 +85,7 @@ function describeAlerts(alerts: AlertsPlan | null): string[] {
 /** The effective plan, as `matrix-edge check` prints it. */
 function describeLog(log: LogPlan): string {
   const apart = Object.entries(log.levels).map(([component, level]) => `${component} ${level}`);
-  return `${log.level}, ${log.format}${apart.length > 0 ? `; ${apart.join(', ')}` : ''}`;
+  return `${log.level}, ${log.format === 'auto' ? 'pretty on a terminal, else json' : log.format}${apart.length > 0 ? `; ${apart.join(', ')}` : ''}`;
 }
 
 function describeLimits(l: LimitsPlan): string[] {

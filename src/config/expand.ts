@@ -253,7 +253,7 @@ function limitsPlan(raw: RawConfig): LimitsPlan {
 
 function logPlan(raw: RawConfig): LogPlan {
   const log = sectionOf(raw, 'log');
-  return { level: log.level ?? DEFAULTS.logLevel, format: log.format ?? 'json', levels: log.levels ?? {} };
+  return { level: log.level ?? DEFAULTS.logLevel, format: log.format ?? 'auto', levels: log.levels ?? {} };
 }
 
 function adminPlan(raw: RawConfig): ListenerPlan | null {

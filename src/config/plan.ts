@@ -163,7 +163,7 @@ export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
 export interface LogPlan {
   readonly level: LogLevel;
   /** json: one JSON object a line (for log collectors); pretty: aligned text for a terminal. */
-  readonly format: 'json' | 'pretty';
+  readonly format: 'json' | 'pretty' | 'auto';
   /** Levels of single components (access, data, tls, workers, certs, control, admin, alerts), apart from `level`. */
   readonly levels: Readonly<Partial<Record<string, LogLevel>>>;
 }

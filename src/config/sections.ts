@@ -178,7 +178,7 @@ const componentsSays = (issue: z.core.$ZodRawIssue): string =>
 
 const logShape = {
   level: oneOf(LOG_LEVELS).describe('Log level: trace, debug, info, warn, error or fatal. Default: info.').optional(),
-  format: oneOf(LOG_FORMATS).describe('json, or pretty (text for a terminal). Default: json.').optional(),
+  format: oneOf(LOG_FORMATS).describe('json (one JSON object a line, for log collectors) or pretty (text for a terminal). Default: pretty when stdout is a terminal, else json.').optional(),
   levels: z
     .record(z.string().regex(new RegExp(`^(?:${LOG_COMPONENTS.join('|')})$`)), oneOf(LOG_LEVELS), { error: componentsSays })
     .nullable()

@@ -9,10 +9,15 @@ import { prettyStream } from './pretty';
 export type Logger = pino.Logger;
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 
-/** The log settings of a plan as a logger: levels per component and the output format. */
-export function createPlanLogger(plan: LogPlan, destination?: pino.DestinationStream): Logger {
+/**
+ * The log settings of a plan as a logger: levels per component and the output format. `auto` (no
+ * log.format set) is pretty text on a terminal and JSON lines otherwise (a pipe, a file, journald),
+ * as Caddy does.
+ */
+export function createPlanLogger(plan: LogPlan, destination?: pino.DestinationStream, isTTY = process.stdout.isTTY === true): Logger {
   const out = destination ?? pino.destination({ fd: 1, sync: false });
-  return createLogger(plan.level, plan.format === 'pretty' ? prettyStream(out) : out, plan.levels);
+  const pretty = plan.format === 'pretty' || (plan.format === 'auto' && isTTY);
+  return createLogger(plan.level, pretty ? prettyStream(out) : out, plan.levels);
 }
 
 export function createLogger(

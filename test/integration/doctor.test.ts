@@ -309,6 +309,20 @@ run('matrix-edge doctor', () => {
     expect(outcome.exitCode).toBe(1);
   });
 
+  test('tls.issuer internal: the local CA root in the storage is trusted, and the note says so', async () => {
+    const dir = newDir();
+    const edgePort = await freePort();
+    await startEdge(dir, edgePort, null, hs.url, ['tls: { issuer: internal }', 'storage: ./certs']);
+    const internalConfig = path.join(dir, 'matrix-edge.yaml');
+    const outcome = await doctor({ config: internalConfig, resolve: atEdge(edgePort), timeoutMs: 5000 });
+    const tls = check(outcome, `tls ${HOST}:${edgePort}`);
+    expect(tls.status).toBe('PASS');
+    expect(tls.detail).toMatch(/chain matrix\.example\.com ← .+ \(trusted\)$/);
+    expect(outcome.notes).toEqual([
+      `trusting the local CA root ${path.join(dir, 'certs/pki/authorities/local/root.crt')} (tls.issuer: internal); other servers and clients verify the edge only if they trust it too`,
+    ]);
+  });
+
   test('a hop that decodes and normalises paths between the edge and the homeserver', async () => {
     const hop = await listen(
       http.createServer((req, res) => {

@@ -123,7 +123,7 @@ describe('defaults', () => {
       strictSniHost: false,
       trustedProxies: [],
       drainTimeoutMs: 10_000,
-      log: { level: 'info', format: 'json', levels: {} },
+      log: { level: 'info', format: 'auto', levels: {} },
       requestIdHeader: 'x-request-id',
       workers: null,
       admin: { port: 9090, addresses: ['127.0.0.1'] },

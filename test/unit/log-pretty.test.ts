@@ -28,3 +28,20 @@ test('what is not a JSON object passes through unchanged, line by line', () => {
   stream.write(`not json\n${line}\n[1,2]\n`);
   expect(written).toEqual(['not json\n', formatPretty(line, false), '[1,2]\n']);
 });
+
+describe('log.format auto', () => {
+  const { createPlanLogger } = require('../../src/observe/log') as typeof import('../../src/observe/log');
+  const lineOf = (isTTY: boolean, format: 'auto' | 'json' | 'pretty'): string => {
+    let out = '';
+    const log = createPlanLogger({ level: 'info', format, levels: {} }, { write: (s: string) => void (out += s) }, isTTY);
+    log.info({ names: ['example.org'] }, 'certificate installed');
+    return out;
+  };
+
+  test('pretty text on a terminal, JSON lines otherwise; an explicit format wins', () => {
+    expect(lineOf(true, 'auto')).toMatch(/INFO\s+certificate installed\s+names=\["example.org"\]/);
+    expect(JSON.parse(lineOf(false, 'auto'))).toMatchObject({ level: 'info', msg: 'certificate installed' });
+    expect(JSON.parse(lineOf(true, 'json'))).toMatchObject({ msg: 'certificate installed' });
+    expect(lineOf(false, 'pretty')).toMatch(/INFO\s+certificate installed/);
+  });
+});
