@@ -415,7 +415,9 @@ export class DataPlane {
 
   /** An HTTP/1.1 request the parser refused: the same Matrix JSON error a handler would give, an access line, a count. */
   private onClientError(err: NodeJS.ErrnoException, socket: Duplex, scheme: 'https' | 'http'): void {
-    if (err.code === 'ECONNRESET' || err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' || (socket as Socket).destroyed) {
+    // The client reset, or closed its side mid-request (HPE_INVALID_EOF_STATE: a cut upload, already
+    // answered and logged as 499 by its exchange), or never finished its handshake: nobody to answer.
+    if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' || (socket as Socket).destroyed) {
       socket.destroy();
       return;
     }

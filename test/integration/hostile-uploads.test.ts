@@ -168,6 +168,9 @@ test('clients that stop reading (zero window) are cut after the send timeout; ot
     () => conns.every((c, n) => ids[n]!.every((id) => c.streams.get(id)?.resetCode !== null || c.isClosed)),
     6000,
   );
+  // Reset with an error code, never NO_ERROR: a client must not take the cut download as complete.
+  const codes = new Set(conns.flatMap((c, n) => ids[n]!.map((id) => c.streams.get(id)?.resetCode ?? null)));
+  expect([...codes]).toEqual([ErrorCode.INTERNAL_ERROR]);
   for (const c of conns) c.close();
   await expect(inFlight()).resolves.toBe(0);
   const cut = accessLines((p) => p.includes('zero='));
@@ -228,6 +231,8 @@ test('cut uploads, with and without Content-Length, on both protocols, never rea
   expect(completed.map((r) => `${r.target} ${r.bodyLength} bytes`)).toEqual([]);
   const lines = accessLines((p) => p.includes('cut='));
   expect(lines.filter((l) => l.status !== 499)).toEqual([]);
+  // The HTTP/1.1 parser's complaint about the early end of a cut upload is not a second request.
+  expect(edge.logs.filter((l) => l.msg === 'request' && l.route === 'reject')).toEqual([]);
   expect(lines.every((l) => l.abort === 'body-cut' || l.abort === 'client-gone')).toBe(true);
   await expect(inFlight()).resolves.toBe(0);
 });

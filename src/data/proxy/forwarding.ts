@@ -186,8 +186,10 @@ export class Forwarding implements Dispatcher.DispatchHandler {
   private readonly onSendTimeout = (): void => {
     if (!this.finish('send-timeout')) return;
     this.ex.failure = `the client read nothing of the response for ${this.limits.sendTimeoutMs} ms`;
-    this.controller?.abort(new Error(this.ex.failure));
-    this.res.destroy();
+    const err = new Error(this.ex.failure);
+    this.controller?.abort(err);
+    // With an error: HTTP/2 resets the stream with INTERNAL_ERROR (NO_ERROR would look complete).
+    this.res.destroy(err);
   };
 
   onResponseEnd(): void {
@@ -221,13 +223,13 @@ export class Forwarding implements Dispatcher.DispatchHandler {
     this.controller?.abort(err);
     const { req, res, ex } = this;
     if (res.headersSent || res.destroyed) {
-      res.destroy();
+      res.destroy(err);
       return;
     }
     if (err.failure === 'too-large') refuseTooLarge(req, res, ex);
     else if (err.failure === 'idle') {
       sendMatrixError(req, res, ex, 408, 'M_UNKNOWN', `The request body stalled: ${err.message}`, closeH1(req));
-    } else res.destroy();
+    } else res.destroy(err);
   }
 
   private readonly onQueueTimeout = (): void => {
