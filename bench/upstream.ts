@@ -8,6 +8,13 @@
  *   GET  /_matrix/media/v3/download/…?bytes=N  streams N bytes (backpressure respected)
  *   GET  /_matrix/client/v3/sync?timeout=…     held open until the client goes away (≤ 10 min)
  *   GET  /_bench/held                          {"held": n}: sync requests being held now
+ *   GET  /_bench/stats                         {"held", "uploads", "uploadsShort"} (the soak)
+ *
+ * Opt-in for the soak (bench/soak.ts); without them the behaviour above is unchanged:
+ *   sync …&bench_hold_ms=N        answered 200 after N ms instead (a long poll that returns)
+ *   upload …?bench_bytes=N        a body that ended cleanly with another size is counted in
+ *                                 uploadsShort and answered 400 (the edge must never deliver a
+ *                                 cut upload as complete)
  */
 import * as http from 'node:http';
 import { resolve as pathResolve } from 'node:path';
@@ -50,23 +57,42 @@ function stream(res: http.ServerResponse, total: number): void {
   pump();
 }
 
+/** A non-negative integer query parameter, or null. */
+function intParam(query: string, name: string): number | null {
+  const v = new URLSearchParams(query).get(name);
+  const n = v === null ? NaN : Number(v);
+  return Number.isSafeInteger(n) && n >= 0 ? n : null;
+}
+
 export function serve(port: number): http.Server {
   let held = 0;
+  let uploads = 0;
+  let uploadsShort = 0;
   const server = http.createServer({ keepAliveTimeout: 120_000, requestTimeout: 0, headersTimeout: 60_000 }, (req, res) => {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
     if (path === '/_matrix/client/versions') return json(res, 200, VERSIONS_BODY);
     if (path === '/.well-known/matrix/server') return json(res, 200, WELL_KNOWN_BODY);
+    const query = q === -1 ? '' : url.slice(q + 1);
     if (path === '/_bench/held') return json(res, 200, JSON.stringify({ held }));
+    if (path === '/_bench/stats') return json(res, 200, JSON.stringify({ held, uploads, uploadsShort }));
     if (path.startsWith('/_matrix/media/v3/upload')) {
+      const expected = intParam(query, 'bench_bytes');
       let bytes = 0;
       req.on('data', (c: Buffer) => (bytes += c.length));
-      req.on('end', () => json(res, 200, JSON.stringify({ content_uri: 'mxc://localhost/bench', bytes })));
+      req.on('end', () => {
+        uploads++;
+        if (expected !== null && bytes !== expected) {
+          uploadsShort++;
+          return json(res, 400, JSON.stringify({ errcode: 'M_BAD_BODY', bytes, expected }));
+        }
+        json(res, 200, JSON.stringify({ content_uri: 'mxc://localhost/bench', bytes }));
+      });
       return;
     }
     if (path.startsWith('/_matrix/media/v3/download/')) {
-      const bytes = Number(new URLSearchParams(q === -1 ? '' : url.slice(q + 1)).get('bytes') ?? '0');
+      const bytes = Number(new URLSearchParams(query).get('bytes') ?? '0');
       return stream(res, Number.isSafeInteger(bytes) && bytes >= 0 ? bytes : 0);
     }
     if (path === '/_matrix/client/v3/sync') {
@@ -81,7 +107,7 @@ export function serve(port: number): http.Server {
       const timer = setTimeout(() => {
         release();
         json(res, 200, '{"next_batch":"s1"}');
-      }, HOLD_MS);
+      }, intParam(query, 'bench_hold_ms') ?? HOLD_MS);
       res.on('close', release);
       req.resume();
       return;
