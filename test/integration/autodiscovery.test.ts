@@ -1,5 +1,5 @@
 /**
- * MATRIX.md S2 19: matrix-js-sdk's AutoDiscovery.findClientConfig(domain) against the edge (real TLS,
+ * docs/matrix.md S2 19: matrix-js-sdk's AutoDiscovery.findClientConfig(domain) against the edge (real TLS,
  * a fetch that trusts only the local CA) reports m.homeserver SUCCESS. matrix-js-sdk is ESM-only, so
  * it runs in a child process (test/support/proc-autodiscovery.mjs).
  */

@@ -1,5 +1,5 @@
 /**
- * MATRIX.md S2 23: long polls. `/sync?timeout=30000` answered after 35 s is relayed with the default
+ * docs/matrix.md S2 23: long polls. `/sync?timeout=30000` answered after 35 s is relayed with the default
  * upstream timeout (≥ 300 s); the timeout is configurable (a shorter one gives a Matrix JSON 504).
  */
 import { createHash } from 'node:crypto';

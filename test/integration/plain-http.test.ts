@@ -1,7 +1,7 @@
 /**
  * The plain-HTTP listener: 301 to HTTPS keeping host and request-target byte for byte, refusals
  * for hosts not served and proxy-style requests, and the ACME HTTP-01 answers fed by plane
- * messages (MATRIX.md S1 item 16, S3 38).
+ * messages (docs/matrix.md S1 item 16, S3 38).
  */
 import { promises as fsp } from 'node:fs';
 import * as net from 'node:net';

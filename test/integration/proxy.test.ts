@@ -1,6 +1,6 @@
 /**
  * Forwarding through a real edge (real TLS, real sockets) to a recording upstream stand-in:
- * MATRIX.md S1 items 3–6, 10, 11, 13, 15; S2 20–22, 26, 29; S3 30–32, 36–38.
+ * docs/matrix.md S1 items 3–6, 10, 11, 13, 15; S2 20–22, 26, 29; S3 30–32, 36–38.
  */
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';

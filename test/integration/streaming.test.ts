@@ -1,5 +1,5 @@
 /**
- * MATRIX.md S2 24 and 25 with memory bounds: large uploads and downloads stream through the edge
+ * docs/matrix.md S2 24 and 25 with memory bounds: large uploads and downloads stream through the edge
  * (a child process, so its peak RSS is its own) without whole-body buffering. The numbers are
  * printed for the README.
  */

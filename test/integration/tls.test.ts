@@ -1,5 +1,5 @@
 /**
- * TLS on the HTTPS listeners through a real edge: MATRIX.md S1 items 1, 2, 12, 14, 16 (the same
+ * TLS on the HTTPS listeners through a real edge: docs/matrix.md S1 items 1, 2, 12, 14, 16 (the same
  * certificate on every port), S3 33, 35, 38.
  */
 import { spawnSync } from 'node:child_process';

@@ -1,6 +1,6 @@
 /**
  * The inline well-known answers through a real edge (HTTP/1.1 and HTTP/2), with the homeserver
- * down: MATRIX.md S1 items 7, 8; S2 17, 18, 27, 28; S3 34.
+ * down: docs/matrix.md S1 items 7, 8; S2 17, 18, 27, 28; S3 34.
  */
 import { promises as fsp } from 'node:fs';
 import * as net from 'node:net';
